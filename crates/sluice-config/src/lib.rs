@@ -1,1 +1,183 @@
-//! sluice-config
+//! `sluice.toml`: deserialized into raw structs (unknown keys rejected), then
+//! validated into typed [`Config`] with every problem reported at once, each
+//! naming its key. Values may read the environment with `${VAR}` or
+//! `${VAR:-default}`; secrets (header values, env values) are never echoed in
+//! errors or `Debug` output.
+
+mod raw;
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// A validated gateway configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub listen: Listen,
+    pub gateway: Gateway,
+    pub sessions: Sessions,
+    pub servers: Vec<Server>,
+}
+
+/// Downstream HTTP listener settings.
+#[derive(Debug, Clone)]
+pub struct Listen {
+    /// Address to bind; default `127.0.0.1:8080`.
+    pub addr: SocketAddr,
+    /// Origins allowed besides loopback ones (`http://localhost:*`, `http://127.0.0.1:*`, `http://[::1]:*`).
+    pub allowed_origins: Vec<String>,
+    /// Host header values allowed besides loopback names. `"*"` allows any.
+    pub allowed_hosts: Vec<String>,
+    /// Largest accepted request body; default 4 MiB.
+    pub max_body_bytes: usize,
+}
+
+/// Gateway-wide behaviour.
+#[derive(Debug, Clone)]
+pub struct Gateway {
+    /// Items per page of a merged list; default 1000.
+    pub page_size: usize,
+    /// Default upstream request timeout; default 60 s.
+    pub request_timeout: Duration,
+}
+
+/// Session settings (2025-11-25 era).
+#[derive(Debug, Clone)]
+pub struct Sessions {
+    /// Where sessions live. Only `memory` exists in this release.
+    pub store: Store,
+    /// A session unused this long is ended; default 30 min.
+    pub idle_timeout: Duration,
+    /// Most sessions at once; default 100000.
+    pub max_sessions: usize,
+    /// SSE events kept per stream for `Last-Event-ID` replay; default 256.
+    pub replay_events: usize,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Store {
+    Memory,
+}
+
+/// One upstream MCP server.
+#[derive(Debug, Clone)]
+pub struct Server {
+    /// Unique name; used in logs, errors and as the default prefix.
+    pub name: String,
+    /// Prefix of exposed tool and prompt names (`{prefix}__{name}`); empty = unprefixed.
+    pub prefix: String,
+    /// `/readyz` fails while a required server is not connected; default true.
+    pub required: bool,
+    /// Per-request timeout.
+    pub timeout: Duration,
+    /// Per-tool timeouts, by the upstream's own tool name.
+    pub tool_timeouts: BTreeMap<String, Duration>,
+    pub transport: Transport,
+}
+
+/// How to reach an upstream.
+#[derive(Debug, Clone)]
+pub enum Transport {
+    /// A child process speaking newline-delimited JSON-RPC on stdin/stdout.
+    Stdio {
+        command: String,
+        args: Vec<String>,
+        env: Vec<(String, Secret)>,
+        cwd: Option<PathBuf>,
+    },
+    /// A remote server over HTTP.
+    Http {
+        url: String,
+        headers: Vec<(String, Secret)>,
+        mode: HttpMode,
+    },
+}
+
+/// Which HTTP transport an upstream speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HttpMode {
+    /// Try Streamable HTTP, fall back to legacy HTTP+SSE.
+    Auto,
+    StreamableHttp,
+    /// Legacy HTTP+SSE (protocol 2024-11-05).
+    Sse,
+}
+
+/// A value that must not appear in logs or errors.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(pub String);
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("\"<redacted>\"")
+    }
+}
+
+impl Secret {
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+/// One configuration problem, naming its key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    pub key: String,
+    pub message: String,
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.key, self.message)
+    }
+}
+
+/// Every problem found in a configuration.
+#[derive(Debug, thiserror::Error)]
+pub struct ConfigError {
+    pub problems: Vec<Problem>,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, p) in self.problems.iter().enumerate() {
+            if i > 0 {
+                f.write_str("\n")?;
+            }
+            write!(f, "{p}")?;
+        }
+        Ok(())
+    }
+}
+
+impl Config {
+    /// Reads and validates a config file.
+    pub fn load(path: &std::path::Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+            problems: vec![Problem {
+                key: path.display().to_string(),
+                message: format!("cannot read config file: {e}"),
+            }],
+        })?;
+        Self::parse(&text, &|k| std::env::var(k).ok())
+    }
+
+    /// Parses and validates config text; `env` resolves `${VAR}` references.
+    pub fn parse(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
+        let raw: raw::RawConfig = toml::from_str(text).map_err(|e| ConfigError {
+            problems: vec![toml_problem(&e)],
+        })?;
+        raw::validate(raw, env)
+    }
+}
+
+fn toml_problem(e: &toml::de::Error) -> Problem {
+    let msg = e.message().trim().to_string();
+    let key = match e.span() {
+        Some(s) => format!("line:byte {}", s.start),
+        None => "sluice.toml".to_string(),
+    };
+    Problem { key, message: msg }
+}

@@ -1,0 +1,431 @@
+//! Raw TOML shapes and their validation.
+
+use crate::*;
+use serde::Deserialize;
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawConfig {
+    #[serde(default)]
+    listen: RawListen,
+    #[serde(default)]
+    gateway: RawGateway,
+    #[serde(default)]
+    sessions: RawSessions,
+    #[serde(default)]
+    servers: Vec<RawServer>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawListen {
+    addr: Option<String>,
+    #[serde(default)]
+    allowed_origins: Vec<String>,
+    #[serde(default)]
+    allowed_hosts: Vec<String>,
+    max_body_bytes: Option<u64>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawGateway {
+    page_size: Option<i64>,
+    request_timeout: Option<String>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawSessions {
+    store: Option<String>,
+    idle_timeout: Option<String>,
+    max_sessions: Option<i64>,
+    replay_events: Option<i64>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawServer {
+    name: Option<String>,
+    prefix: Option<String>,
+    required: Option<bool>,
+    timeout: Option<String>,
+    #[serde(default)]
+    tool_timeouts: BTreeMap<String, String>,
+    command: Option<String>,
+    #[serde(default)]
+    args: Vec<String>,
+    #[serde(default)]
+    env: BTreeMap<String, String>,
+    cwd: Option<String>,
+    url: Option<String>,
+    transport: Option<String>,
+    #[serde(default)]
+    headers: BTreeMap<String, String>,
+}
+
+struct Check<'a> {
+    problems: Vec<Problem>,
+    env: &'a dyn Fn(&str) -> Option<String>,
+}
+
+impl Check<'_> {
+    fn fail(&mut self, key: impl Into<String>, message: impl Into<String>) {
+        self.problems.push(Problem {
+            key: key.into(),
+            message: message.into(),
+        });
+    }
+
+    fn duration(&mut self, key: &str, v: Option<&str>, default: Duration) -> Duration {
+        match v {
+            None => default,
+            Some(s) => match humantime::parse_duration(s) {
+                Ok(d) if !d.is_zero() => d,
+                Ok(_) => {
+                    self.fail(key, "must be greater than zero");
+                    default
+                }
+                Err(e) => {
+                    self.fail(key, format!("`{s}` is not a duration like \"30s\" or \"5m\": {e}"));
+                    default
+                }
+            },
+        }
+    }
+
+    fn positive(&mut self, key: &str, v: Option<i64>, default: usize) -> usize {
+        match v {
+            None => default,
+            Some(n) if n > 0 => n as usize,
+            Some(n) => {
+                self.fail(key, format!("must be a positive integer, got {n}"));
+                default
+            }
+        }
+    }
+
+    /// Expands `${VAR}` and `${VAR:-default}`; never echoes the resolved value.
+    fn expand(&mut self, key: &str, s: &str) -> String {
+        let mut out = String::with_capacity(s.len());
+        let mut rest = s;
+        while let Some(i) = rest.find("${") {
+            out.push_str(&rest[..i]);
+            let after = &rest[i + 2..];
+            let Some(end) = after.find('}') else {
+                self.fail(key, "unterminated `${` in value");
+                return out;
+            };
+            let expr = &after[..end];
+            let (var, default) = match expr.split_once(":-") {
+                Some((v, d)) => (v, Some(d)),
+                None => (expr, None),
+            };
+            match ((self.env)(var), default) {
+                (Some(v), _) => out.push_str(&v),
+                (None, Some(d)) => out.push_str(d),
+                (None, None) => self.fail(key, format!("environment variable {var} is not set")),
+            }
+            rest = &after[end + 1..];
+        }
+        out.push_str(rest);
+        out
+    }
+}
+
+fn valid_name(s: &str) -> bool {
+    !s.is_empty() && s.len() <= 32 && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+}
+
+pub(crate) fn validate(
+    raw: RawConfig,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Config, ConfigError> {
+    let mut c = Check {
+        problems: Vec::new(),
+        env,
+    };
+
+    let addr_text = raw.listen.addr.as_deref().unwrap_or("127.0.0.1:8080");
+    let addr = addr_text.parse::<SocketAddr>().unwrap_or_else(|_| {
+        c.fail("listen.addr", format!("`{addr_text}` is not an IP:port address"));
+        SocketAddr::from(([127, 0, 0, 1], 8080))
+    });
+    for (i, o) in raw.listen.allowed_origins.iter().enumerate() {
+        if o != "*" && !(o.starts_with("http://") || o.starts_with("https://")) {
+            c.fail(
+                format!("listen.allowed_origins[{i}]"),
+                format!("`{o}` must be an origin like https://app.example.com, or \"*\""),
+            );
+        }
+    }
+    let max_body = match raw.listen.max_body_bytes {
+        None => 4 * 1024 * 1024,
+        Some(0) => {
+            c.fail("listen.max_body_bytes", "must be greater than zero");
+            4 * 1024 * 1024
+        }
+        Some(n) => n as usize,
+    };
+    let listen = Listen {
+        addr,
+        allowed_origins: raw.listen.allowed_origins,
+        allowed_hosts: raw.listen.allowed_hosts,
+        max_body_bytes: max_body,
+    };
+
+    let request_timeout = c.duration(
+        "gateway.request_timeout",
+        raw.gateway.request_timeout.as_deref(),
+        Duration::from_secs(60),
+    );
+    let gateway = Gateway {
+        page_size: c.positive("gateway.page_size", raw.gateway.page_size, 1000),
+        request_timeout,
+    };
+
+    let store = match raw.sessions.store.as_deref() {
+        None | Some("memory") => Store::Memory,
+        Some(other) => {
+            c.fail(
+                "sessions.store",
+                format!("`{other}` is not available in this release; use \"memory\""),
+            );
+            Store::Memory
+        }
+    };
+    let sessions = Sessions {
+        store,
+        idle_timeout: c.duration(
+            "sessions.idle_timeout",
+            raw.sessions.idle_timeout.as_deref(),
+            Duration::from_secs(30 * 60),
+        ),
+        max_sessions: c.positive("sessions.max_sessions", raw.sessions.max_sessions, 100_000),
+        replay_events: c.positive("sessions.replay_events", raw.sessions.replay_events, 256),
+    };
+
+    let mut servers = Vec::new();
+    let mut names = std::collections::HashSet::new();
+    let mut prefixes = std::collections::HashMap::new();
+    for (i, s) in raw.servers.into_iter().enumerate() {
+        let k = |f: &str| format!("servers[{i}].{f}");
+        let name = match s.name {
+            Some(n) if valid_name(&n) && !n.contains("__") => n,
+            Some(n) => {
+                c.fail(
+                    k("name"),
+                    format!("`{n}` must be 1-32 characters of [a-zA-Z0-9_-] without `__`"),
+                );
+                continue;
+            }
+            None => {
+                c.fail(k("name"), "is required");
+                continue;
+            }
+        };
+        if !names.insert(name.clone()) {
+            c.fail(k("name"), format!("`{name}` is used by another server"));
+        }
+        let prefix = s.prefix.unwrap_or_else(|| name.clone());
+        if !prefix.is_empty() && (!valid_name(&prefix) || prefix.contains("__")) {
+            c.fail(
+                k("prefix"),
+                format!("`{prefix}` must be empty or 1-32 characters of [a-zA-Z0-9_-] without `__`"),
+            );
+        }
+        if let Some(other) = prefixes.insert(prefix.clone(), name.clone()) {
+            c.fail(
+                k("prefix"),
+                format!("`{prefix}` is also the prefix of server `{other}`; prefixes must be unique"),
+            );
+        }
+        let timeout = c.duration(&k("timeout"), s.timeout.as_deref(), request_timeout);
+        let mut tool_timeouts = BTreeMap::new();
+        for (tool, d) in &s.tool_timeouts {
+            let key = k(&format!("tool_timeouts.{tool}"));
+            tool_timeouts.insert(tool.clone(), c.duration(&key, Some(d), timeout));
+        }
+        let transport = match (s.command, s.url) {
+            (Some(_), Some(_)) => {
+                c.fail(k("command"), "set either `command` (stdio) or `url` (HTTP), not both");
+                continue;
+            }
+            (None, None) => {
+                c.fail(k("command"), "set `command` (stdio server) or `url` (HTTP server)");
+                continue;
+            }
+            (Some(command), None) => {
+                if !s.headers.is_empty() {
+                    c.fail(k("headers"), "only HTTP servers (`url`) take headers");
+                }
+                if let Some(t) = s.transport.as_deref().filter(|t| *t != "stdio") {
+                    c.fail(k("transport"), format!("`{t}` does not fit a `command` server; use \"stdio\""));
+                }
+                if command.trim().is_empty() {
+                    c.fail(k("command"), "must not be empty");
+                }
+                let command = c.expand(&k("command"), &command);
+                let args = s
+                    .args
+                    .iter()
+                    .enumerate()
+                    .map(|(j, a)| c.expand(&k(&format!("args[{j}]")), a))
+                    .collect();
+                let env = s
+                    .env
+                    .iter()
+                    .map(|(ek, v)| (ek.clone(), Secret(c.expand(&k(&format!("env.{ek}")), v))))
+                    .collect();
+                let cwd = s.cwd.map(|d| PathBuf::from(c.expand(&k("cwd"), &d)));
+                Transport::Stdio {
+                    command,
+                    args,
+                    env,
+                    cwd,
+                }
+            }
+            (None, Some(url)) => {
+                if !s.args.is_empty() || !s.env.is_empty() || s.cwd.is_some() {
+                    c.fail(k("args"), "`args`, `env` and `cwd` apply to `command` servers only");
+                }
+                let url = c.expand(&k("url"), &url);
+                if !(url.starts_with("http://") || url.starts_with("https://")) {
+                    c.fail(k("url"), format!("`{url}` must be an http:// or https:// URL"));
+                }
+                let mode = match s.transport.as_deref() {
+                    None | Some("auto") => HttpMode::Auto,
+                    Some("streamable-http") | Some("http") => HttpMode::StreamableHttp,
+                    Some("sse") => HttpMode::Sse,
+                    Some(t) => {
+                        c.fail(
+                            k("transport"),
+                            format!("`{t}` is not one of \"auto\", \"streamable-http\", \"sse\""),
+                        );
+                        HttpMode::Auto
+                    }
+                };
+                let headers = s
+                    .headers
+                    .iter()
+                    .map(|(hk, v)| (hk.clone(), Secret(c.expand(&k(&format!("headers.{hk}")), v))))
+                    .collect();
+                Transport::Http { url, headers, mode }
+            }
+        };
+        servers.push(Server {
+            name,
+            prefix,
+            required: s.required.unwrap_or(true),
+            timeout,
+            tool_timeouts,
+            transport,
+        });
+    }
+
+    if c.problems.is_empty() {
+        Ok(Config {
+            listen,
+            gateway,
+            sessions,
+            servers,
+        })
+    } else {
+        Err(ConfigError { problems: c.problems })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::*;
+
+    fn env(k: &str) -> Option<String> {
+        (k == "REMOTE_TOKEN").then(|| "s3cret".to_string())
+    }
+
+    #[test]
+    fn minimal_shape_from_the_issue_parses() {
+        let c = Config::parse(
+            r#"
+            [listen]
+            addr = "127.0.0.1:8080"
+            [[servers]]
+            name = "everything"
+            command = "npx"
+            args = ["-y", "@modelcontextprotocol/server-everything"]
+            env = { SOME_VAR = "value" }
+            [[servers]]
+            name = "remote"
+            url = "http://127.0.0.1:3001/mcp"
+            headers = { Authorization = "Bearer ${REMOTE_TOKEN}" }
+            "#,
+            &env,
+        )
+        .unwrap();
+        assert_eq!(c.servers.len(), 2);
+        assert_eq!(c.servers[0].prefix, "everything");
+        assert_eq!(c.listen.max_body_bytes, 4 * 1024 * 1024);
+        match &c.servers[1].transport {
+            Transport::Http { headers, mode, .. } => {
+                assert_eq!(headers[0].1.expose(), "Bearer s3cret");
+                assert_eq!(*mode, HttpMode::Auto);
+            }
+            _ => panic!("expected http"),
+        }
+        assert!(!format!("{c:?}").contains("s3cret"), "secrets leak into Debug");
+    }
+
+    #[test]
+    fn reports_every_problem_with_its_key() {
+        let err = Config::parse(
+            r#"
+            [listen]
+            addr = "nope"
+            [gateway]
+            request_timeout = "soon"
+            [[servers]]
+            name = "a__b"
+            command = "x"
+            [[servers]]
+            name = "ok"
+            url = "ftp://x"
+            headers = { Authorization = "${MISSING}" }
+            [[servers]]
+            name = "both"
+            command = "x"
+            url = "http://x"
+            "#,
+            &env,
+        )
+        .unwrap_err();
+        let keys: Vec<&str> = err.problems.iter().map(|p| p.key.as_str()).collect();
+        assert_eq!(
+            keys,
+            [
+                "listen.addr",
+                "gateway.request_timeout",
+                "servers[0].name",
+                "servers[1].url",
+                "servers[1].headers.Authorization",
+                "servers[2].command"
+            ],
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn unknown_keys_are_rejected() {
+        let err = Config::parse("[listen]\nadress = \"x\"\n", &env).unwrap_err();
+        assert!(err.to_string().contains("adress"), "{err}");
+    }
+
+    #[test]
+    fn duplicate_prefixes_are_rejected() {
+        let err = Config::parse(
+            "[[servers]]\nname=\"a\"\nprefix=\"\"\ncommand=\"x\"\n[[servers]]\nname=\"b\"\nprefix=\"\"\ncommand=\"y\"\n",
+            &env,
+        )
+        .unwrap_err();
+        assert_eq!(err.problems[0].key, "servers[1].prefix");
+    }
+}

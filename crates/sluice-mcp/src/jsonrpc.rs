@@ -1,0 +1,323 @@
+//! The JSON-RPC 2.0 envelope.
+//!
+//! Only the envelope is parsed; `params`, `result` and `error` stay raw JSON so
+//! that whatever the gateway does not rewrite reaches the other side unchanged.
+
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+use std::fmt;
+
+/// A request id. MCP allows strings and integers (never null).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Id {
+    Num(i64),
+    Str(String),
+}
+
+impl fmt::Display for Id {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Id::Num(n) => write!(f, "{n}"),
+            Id::Str(s) => write!(f, "{s:?}"),
+        }
+    }
+}
+
+impl Id {
+    /// The id as JSON text.
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(self).expect("id serializes")
+    }
+}
+
+/// Standard JSON-RPC and MCP error codes.
+pub mod code {
+    pub const PARSE_ERROR: i64 = -32700;
+    pub const INVALID_REQUEST: i64 = -32600;
+    pub const METHOD_NOT_FOUND: i64 = -32601;
+    pub const INVALID_PARAMS: i64 = -32602;
+    pub const INTERNAL_ERROR: i64 = -32603;
+    /// MCP: resource not found.
+    pub const RESOURCE_NOT_FOUND: i64 = -32002;
+}
+
+/// A JSON-RPC error object produced by the gateway itself.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct RpcError {
+    pub code: i64,
+    pub message: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub data: Option<serde_json::Value>,
+}
+
+impl RpcError {
+    pub fn new(code: i64, message: impl Into<String>) -> Self {
+        RpcError {
+            code,
+            message: message.into(),
+            data: None,
+        }
+    }
+    pub fn with_data(mut self, data: serde_json::Value) -> Self {
+        self.data = Some(data);
+        self
+    }
+    pub fn parse(msg: impl Into<String>) -> Self {
+        Self::new(code::PARSE_ERROR, msg)
+    }
+    pub fn invalid_request(msg: impl Into<String>) -> Self {
+        Self::new(code::INVALID_REQUEST, msg)
+    }
+    pub fn method_not_found(method: &str) -> Self {
+        Self::new(code::METHOD_NOT_FOUND, format!("Method not found: {method}"))
+    }
+    pub fn invalid_params(msg: impl Into<String>) -> Self {
+        Self::new(code::INVALID_PARAMS, msg)
+    }
+    pub fn internal(msg: impl Into<String>) -> Self {
+        Self::new(code::INTERNAL_ERROR, msg)
+    }
+    /// The error object as JSON text.
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(self).expect("error serializes")
+    }
+}
+
+/// A request: expects a response with the same id.
+#[derive(Debug)]
+pub struct Request {
+    pub id: Id,
+    pub method: String,
+    pub params: Option<Box<RawValue>>,
+}
+
+/// A notification: no id, no response.
+#[derive(Debug)]
+pub struct Notification {
+    pub method: String,
+    pub params: Option<Box<RawValue>>,
+}
+
+/// A response: `Ok(result)` or `Err(error object)`, both raw.
+#[derive(Debug)]
+pub struct Response {
+    pub id: Id,
+    pub outcome: Result<Box<RawValue>, Box<RawValue>>,
+}
+
+/// One JSON-RPC message of any kind.
+#[derive(Debug)]
+pub enum Message {
+    Request(Request),
+    Notification(Notification),
+    Response(Response),
+}
+
+#[derive(Deserialize)]
+struct Envelope {
+    jsonrpc: Option<Box<RawValue>>,
+    #[serde(default, deserialize_with = "present")]
+    id: Option<Option<serde_json::Value>>,
+    method: Option<serde_json::Value>,
+    params: Option<Box<RawValue>>,
+    result: Option<Box<RawValue>>,
+    error: Option<Box<RawValue>>,
+}
+
+/// Distinguishes `"id": null` (Some(None)) from an absent id (None).
+fn present<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<Option<Option<serde_json::Value>>, D::Error> {
+    Option::<serde_json::Value>::deserialize(d).map(Some)
+}
+
+/// Why a message could not be accepted, with the id if one was readable.
+#[derive(Debug)]
+pub struct ParseFailure {
+    pub id: Option<Id>,
+    pub error: RpcError,
+}
+
+impl Message {
+    /// Parses one JSON-RPC message. Invalid JSON is -32700; valid JSON that is
+    /// not a JSON-RPC 2.0 message is -32600 naming what is wrong.
+    pub fn parse(bytes: &[u8]) -> Result<Message, ParseFailure> {
+        let fail = |id: Option<Id>, error: RpcError| Err(ParseFailure { id, error });
+        let trimmed = trim_ascii_start(bytes);
+        if trimmed.first() == Some(&b'[') {
+            // Batches were removed in 2025-06-18; a batch is valid JSON but not a message we accept.
+            if serde_json::from_slice::<serde::de::IgnoredAny>(bytes).is_err() {
+                return fail(None, RpcError::parse("Parse error: body is not valid JSON"));
+            }
+            return fail(
+                None,
+                RpcError::invalid_request(
+                    "Invalid Request: JSON-RPC batches are not supported; send one message per request",
+                ),
+            );
+        }
+        let env: Envelope = match serde_json::from_slice(bytes) {
+            Ok(e) => e,
+            Err(e) if e.is_syntax() || e.is_eof() => {
+                return fail(None, RpcError::parse(format!("Parse error: {e}")));
+            }
+            Err(_) => {
+                if serde_json::from_slice::<serde::de::IgnoredAny>(bytes).is_err() {
+                    return fail(None, RpcError::parse("Parse error: body is not valid JSON"));
+                }
+                return fail(
+                    None,
+                    RpcError::invalid_request("Invalid Request: a JSON-RPC message must be an object"),
+                );
+            }
+        };
+        let id = match env.id {
+            None => None,
+            Some(None) => {
+                return fail(None, RpcError::invalid_request("Invalid Request: id must not be null"));
+            }
+            Some(Some(v)) => match serde_json::from_value::<Id>(v) {
+                Ok(id) => Some(id),
+                Err(_) => {
+                    return fail(
+                        None,
+                        RpcError::invalid_request("Invalid Request: id must be a string or an integer"),
+                    );
+                }
+            },
+        };
+        match env.jsonrpc.as_deref().map(RawValue::get) {
+            Some("\"2.0\"") => {}
+            _ => {
+                return fail(id, RpcError::invalid_request("Invalid Request: jsonrpc must be \"2.0\""));
+            }
+        }
+        if let Some(p) = &env.params {
+            let c = p.get().as_bytes().first();
+            if c != Some(&b'{') && c != Some(&b'[') {
+                return fail(id, RpcError::invalid_request("Invalid Request: params must be an object"));
+            }
+        }
+        match (env.method, id) {
+            (Some(serde_json::Value::String(method)), Some(id)) => Ok(Message::Request(Request {
+                id,
+                method,
+                params: env.params,
+            })),
+            (Some(serde_json::Value::String(method)), None) => {
+                Ok(Message::Notification(Notification {
+                    method,
+                    params: env.params,
+                }))
+            }
+            (Some(_), id) => fail(id, RpcError::invalid_request("Invalid Request: method must be a string")),
+            (None, Some(id)) => match (env.result, env.error) {
+                (Some(r), None) => Ok(Message::Response(Response { id, outcome: Ok(r) })),
+                (None, Some(e)) => Ok(Message::Response(Response { id, outcome: Err(e) })),
+                _ => fail(
+                    Some(id),
+                    RpcError::invalid_request(
+                        "Invalid Request: a response needs exactly one of result and error",
+                    ),
+                ),
+            },
+            (None, None) => fail(
+                None,
+                RpcError::invalid_request("Invalid Request: message has neither method nor id"),
+            ),
+        }
+    }
+}
+
+fn trim_ascii_start(b: &[u8]) -> &[u8] {
+    let n = b.iter().take_while(|c| c.is_ascii_whitespace()).count();
+    &b[n..]
+}
+
+/// Serializes a success response.
+pub fn response_ok(id: &Id, result: &str) -> String {
+    let id = id.to_json();
+    let mut s = String::with_capacity(result.len() + id.len() + 36);
+    s.push_str("{\"jsonrpc\":\"2.0\",\"id\":");
+    s.push_str(&id);
+    s.push_str(",\"result\":");
+    s.push_str(result);
+    s.push('}');
+    s
+}
+
+/// Serializes an error response; `id` is null when the request's id was unreadable.
+pub fn response_err(id: Option<&Id>, error: &str) -> String {
+    let id = id.map(Id::to_json).unwrap_or_else(|| "null".into());
+    format!("{{\"jsonrpc\":\"2.0\",\"id\":{id},\"error\":{error}}}")
+}
+
+/// Serializes a request.
+pub fn request(id: &Id, method: &str, params: Option<&str>) -> String {
+    let method = serde_json::to_string(method).expect("string serializes");
+    match params {
+        Some(p) => format!(
+            "{{\"jsonrpc\":\"2.0\",\"id\":{},\"method\":{method},\"params\":{p}}}",
+            id.to_json()
+        ),
+        None => format!("{{\"jsonrpc\":\"2.0\",\"id\":{},\"method\":{method}}}", id.to_json()),
+    }
+}
+
+/// Serializes a notification.
+pub fn notification(method: &str, params: Option<&str>) -> String {
+    let method = serde_json::to_string(method).expect("string serializes");
+    match params {
+        Some(p) => format!("{{\"jsonrpc\":\"2.0\",\"method\":{method},\"params\":{p}}}"),
+        None => format!("{{\"jsonrpc\":\"2.0\",\"method\":{method}}}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn err(b: &str) -> i64 {
+        Message::parse(b.as_bytes()).unwrap_err().error.code
+    }
+
+    #[test]
+    fn classifies_messages() {
+        assert!(matches!(
+            Message::parse(br#"{"jsonrpc":"2.0","id":1,"method":"ping"}"#),
+            Ok(Message::Request(Request { id: Id::Num(1), .. }))
+        ));
+        assert!(matches!(
+            Message::parse(br#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#),
+            Ok(Message::Notification(_))
+        ));
+        assert!(matches!(
+            Message::parse(br#"{"jsonrpc":"2.0","id":"a","result":{}}"#),
+            Ok(Message::Response(Response { outcome: Ok(_), .. }))
+        ));
+    }
+
+    #[test]
+    fn rejects_bad_input_with_the_right_code() {
+        assert_eq!(err("{not json"), code::PARSE_ERROR);
+        assert_eq!(err(""), code::PARSE_ERROR);
+        assert_eq!(err("42"), code::INVALID_REQUEST);
+        assert_eq!(err(r#"{"id":1,"method":"ping"}"#), code::INVALID_REQUEST);
+        assert_eq!(err(r#"{"jsonrpc":"1.0","id":1,"method":"ping"}"#), code::INVALID_REQUEST);
+        assert_eq!(err(r#"{"jsonrpc":"2.0","id":null,"method":"ping"}"#), code::INVALID_REQUEST);
+        assert_eq!(err(r#"{"jsonrpc":"2.0","id":1,"method":5}"#), code::INVALID_REQUEST);
+        assert_eq!(err(r#"{"jsonrpc":"2.0","id":1,"method":"x","params":3}"#), code::INVALID_REQUEST);
+        assert_eq!(err(r#"[{"jsonrpc":"2.0","id":1,"method":"ping"}]"#), code::INVALID_REQUEST);
+    }
+
+    #[test]
+    fn serializes_envelopes() {
+        assert_eq!(response_ok(&Id::Str("x".into()), "{}"), r#"{"jsonrpc":"2.0","id":"x","result":{}}"#);
+        assert_eq!(
+            response_err(None, &RpcError::parse("p").to_json()),
+            r#"{"jsonrpc":"2.0","id":null,"error":{"code":-32700,"message":"p"}}"#
+        );
+        assert_eq!(notification("a/b", None), r#"{"jsonrpc":"2.0","method":"a/b"}"#);
+    }
+}

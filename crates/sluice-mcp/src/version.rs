@@ -1,0 +1,22 @@
+//! MCP protocol revisions the gateway speaks.
+
+/// The newest session-based revision; offered when a client asks for one we do not know.
+pub const LATEST: &str = "2025-11-25";
+
+/// Session-based revisions accepted from clients and upstreams, newest first.
+pub const SUPPORTED: &[&str] = &["2025-11-25", "2025-06-18", "2025-03-26", "2024-11-05"];
+
+/// Returns the static form of `v` when it is a supported revision.
+pub fn supported(v: &str) -> Option<&'static str> {
+    SUPPORTED.iter().copied().find(|s| *s == v)
+}
+
+/// Revision assumed when a request carries no `MCP-Protocol-Version` header (spec: 2025-03-26).
+pub const DEFAULT_WITHOUT_HEADER: &str = "2025-03-26";
+
+/// Header names used on the wire.
+pub mod header {
+    pub const SESSION_ID: &str = "mcp-session-id";
+    pub const PROTOCOL_VERSION: &str = "mcp-protocol-version";
+    pub const LAST_EVENT_ID: &str = "last-event-id";
+}
