@@ -1,1 +1,92 @@
-//! sluice-upstream
+//! Upstream MCP servers: how the gateway reaches them and keeps them up.
+//!
+//! An [`Upstream`] owns one pooled connection to its server (a supervised
+//! stdio child, a Streamable HTTP session, or a legacy HTTP+SSE stream) and
+//! reconnects it with backoff when it breaks. Calls never open a new
+//! connection or session: they share the live one.
+//!
+//! Messages the server sends while serving a call (progress, logs,
+//! server-to-client requests) are delivered to that call's [`Related`] sink;
+//! messages tied to no call arrive as [`UpstreamEvent`]s.
+
+mod conn;
+mod duplex;
+mod error;
+mod http;
+mod stdio;
+mod upstream;
+
+pub use error::UpstreamError;
+pub use upstream::{ServerInfo, Upstream};
+
+use serde_json::value::RawValue;
+use std::time::Duration;
+use tokio::sync::{mpsc, oneshot};
+
+/// The client's answer to a server-to-client request: a result or an error object, raw.
+pub type Reply = Result<Box<RawValue>, Box<RawValue>>;
+
+/// A message an upstream sends to the client while serving a call.
+#[derive(Debug)]
+pub enum Related {
+    Notification {
+        method: String,
+        params: Option<Box<RawValue>>,
+    },
+    /// A server-to-client request (sampling, elicitation, roots). Answer through `reply`.
+    Request {
+        method: String,
+        params: Option<Box<RawValue>>,
+        reply: oneshot::Sender<Reply>,
+    },
+}
+
+/// A message from an upstream that belongs to no call.
+#[derive(Debug)]
+pub enum UpstreamEvent {
+    Notification {
+        server: usize,
+        method: String,
+        params: Option<Box<RawValue>>,
+    },
+    Request {
+        server: usize,
+        method: String,
+        params: Option<Box<RawValue>>,
+        reply: oneshot::Sender<Reply>,
+    },
+    /// The server (re)connected: cached lists are stale.
+    Connected { server: usize },
+    /// The connection broke; calls fail until it is back.
+    Disconnected { server: usize, reason: String },
+}
+
+/// Per-call context.
+pub struct CallCtx {
+    /// Where progress, logs and server-to-client requests of this call go.
+    pub related: Option<mpsc::UnboundedSender<Related>>,
+    /// The progress token sent upstream (JSON text), so progress notifications find this call.
+    pub progress_token: Option<String>,
+    /// Give up (and tell the server `notifications/cancelled`) after this long.
+    pub timeout: Duration,
+}
+
+impl CallCtx {
+    pub fn new(timeout: Duration) -> Self {
+        CallCtx {
+            related: None,
+            progress_token: None,
+            timeout,
+        }
+    }
+}
+
+/// Capabilities the gateway declares to upstreams: it can relay sampling,
+/// elicitation and roots to clients that support them.
+pub(crate) fn initialize_params() -> String {
+    format!(
+        r#"{{"protocolVersion":"{}","capabilities":{{"roots":{{"listChanged":true}},"sampling":{{}},"elicitation":{{"form":{{}},"url":{{}}}}}},"clientInfo":{{"name":"sluice","version":"{}"}}}}"#,
+        sluice_mcp::version::LATEST,
+        env!("CARGO_PKG_VERSION")
+    )
+}
