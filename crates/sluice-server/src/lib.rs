@@ -1,1 +1,13 @@
-//! sluice-server
+//! Downstream: the aggregating gateway core and its front ends.
+//!
+//! - [`gateway`]: one MCP server made of many (routing, aggregation, relaying).
+//! - [`http`]: Streamable HTTP at `/mcp` (2025-11-25 sessions, SSE, resumability).
+//! - [`stdio`]: the same gateway over stdin/stdout.
+
+mod error;
+pub mod gateway;
+pub mod http;
+pub mod session;
+pub mod stdio;
+
+pub use gateway::Gateway;

@@ -90,3 +90,17 @@ pub(crate) fn initialize_params() -> String {
         env!("CARGO_PKG_VERSION")
     )
 }
+
+/// The HTTP client shared by every HTTP upstream (one connection pool).
+pub type HttpClient = reqwest::Client;
+
+/// Builds the shared HTTP client (rustls with the ring provider).
+pub fn http_client() -> HttpClient {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    reqwest::Client::builder()
+        .pool_idle_timeout(Duration::from_secs(90))
+        .pool_max_idle_per_host(64)
+        .tcp_nodelay(true)
+        .build()
+        .expect("the HTTP client builds")
+}

@@ -1,1 +1,132 @@
-fn main() {}
+//! The `sluice` binary: CLI and wiring only.
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use sluice_config::Config;
+use sluice_server::Gateway;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+#[derive(Parser)]
+#[command(name = "sluice", version, about = "A production gateway for the Model Context Protocol")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve Streamable HTTP at /mcp (plus /healthz and /readyz).
+    Serve {
+        #[arg(long, short, default_value = "sluice.toml")]
+        config: PathBuf,
+        /// Overrides listen.addr.
+        #[arg(long)]
+        listen: Option<SocketAddr>,
+    },
+    /// Serve the same gateway over stdin/stdout.
+    Stdio {
+        #[arg(long, short, default_value = "sluice.toml")]
+        config: PathBuf,
+    },
+    /// Validate the config and print every problem; exit 1 on any.
+    Check {
+        #[arg(long, short, default_value = "sluice.toml")]
+        config: PathBuf,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("SLUICE_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .init();
+    let path = match &cli.command {
+        Command::Serve { config, .. } | Command::Stdio { config } | Command::Check { config } => config.clone(),
+    };
+    let config = match Config::load(&path) {
+        Ok(c) => c,
+        Err(e) => {
+            for p in &e.problems {
+                eprintln!("error: {p}");
+            }
+            eprintln!("{}: {} problem(s)", path.display(), e.problems.len());
+            return ExitCode::from(1);
+        }
+    };
+    let result = match cli.command {
+        Command::Check { .. } => {
+            println!("{}: ok ({} servers)", path.display(), config.servers.len());
+            return ExitCode::SUCCESS;
+        }
+        Command::Serve { listen, .. } => run(serve(config, listen)),
+        Command::Stdio { .. } => run(stdio(config)),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn run(f: impl std::future::Future<Output = anyhow::Result<()>>) -> anyhow::Result<()> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the runtime")?
+        .block_on(f)
+}
+
+/// How long start-up waits for each upstream's first connection attempt.
+const CONNECT_WAIT: Duration = Duration::from_secs(60);
+/// How long a stopping server's process group gets between SIGTERM and SIGKILL.
+const STOP_GRACE: Duration = Duration::from_secs(2);
+
+async fn serve(mut config: Config, listen: Option<SocketAddr>) -> anyhow::Result<()> {
+    if let Some(addr) = listen {
+        config.listen.addr = addr;
+    }
+    let addr = config.listen.addr;
+    if !addr.ip().is_loopback() && config.listen.allowed_hosts.is_empty() {
+        tracing::warn!(%addr, "listening beyond loopback, but only loopback Host headers are allowed; set listen.allowed_hosts");
+    }
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("binding {addr}"))?;
+    let gw = Gateway::start(config, CONNECT_WAIT).await;
+    let local = listener.local_addr()?;
+    tracing::info!("sluice listening on http://{local}/mcp");
+    eprintln!("sluice listening on http://{local}/mcp");
+    sluice_server::http::serve(gw.clone(), listener, shutdown_signal()).await?;
+    tracing::info!("shutting down");
+    gw.shutdown(STOP_GRACE).await;
+    Ok(())
+}
+
+async fn stdio(config: Config) -> anyhow::Result<()> {
+    let gw = Gateway::start(config, CONNECT_WAIT).await;
+    tokio::select! {
+        r = sluice_server::stdio::serve(gw.clone(), tokio::io::stdin(), tokio::io::stdout()) => r?,
+        _ = shutdown_signal() => {}
+    }
+    gw.shutdown(STOP_GRACE).await;
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}

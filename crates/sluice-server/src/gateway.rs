@@ -1,0 +1,998 @@
+//! The gateway core: one MCP server made of many.
+//!
+//! Front ends (Streamable HTTP, stdio) hand every client message to
+//! [`Gateway`]. The request path is `dispatch`: route the name or URI to its
+//! upstream, rewrite only what must change (names, progress tokens, ids), and
+//! forward raw JSON both ways.
+
+use crate::error::{Fail, raw, tool_error_result};
+use crate::session::{Outbound, Session};
+use futures_util::future::join_all;
+use serde_json::value::RawValue;
+use serde_json::{Map, Value, json};
+use sluice_config::Config;
+use sluice_mcp::jsonrpc::{self, Id, Notification, Request, Response};
+use sluice_mcp::{RpcError, cursor, names, version};
+use sluice_upstream::{CallCtx, Related, Reply, Upstream, UpstreamError, UpstreamEvent};
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+use tokio::sync::mpsc;
+
+/// The four aggregated lists.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Kind {
+    Tools = 0,
+    Prompts = 1,
+    Resources = 2,
+    Templates = 3,
+}
+
+impl Kind {
+    const ALL: [Kind; 4] = [Kind::Tools, Kind::Prompts, Kind::Resources, Kind::Templates];
+    fn method(self) -> &'static str {
+        match self {
+            Kind::Tools => "tools/list",
+            Kind::Prompts => "prompts/list",
+            Kind::Resources => "resources/list",
+            Kind::Templates => "resources/templates/list",
+        }
+    }
+    fn key(self) -> &'static str {
+        match self {
+            Kind::Tools => "tools",
+            Kind::Prompts => "prompts",
+            Kind::Resources => "resources",
+            Kind::Templates => "resourceTemplates",
+        }
+    }
+    fn capability(self) -> &'static str {
+        match self {
+            Kind::Tools => "tools",
+            Kind::Prompts => "prompts",
+            Kind::Resources | Kind::Templates => "resources",
+        }
+    }
+    fn noun(self) -> &'static str {
+        match self {
+            Kind::Tools => "tool",
+            Kind::Prompts => "prompt",
+            Kind::Resources | Kind::Templates => "resource",
+        }
+    }
+}
+
+/// What the gateway knows of one upstream's lists.
+#[derive(Default)]
+struct Cache {
+    lists: [Option<Arc<Vec<Value>>>; 4],
+    /// Exposed name → upstream name, for tools and prompts.
+    names: [HashMap<String, String>; 2],
+    uris: HashSet<String>,
+    /// Literal prefixes of resource templates (text before the first `{`).
+    template_prefixes: Vec<String>,
+}
+
+/// The aggregating gateway.
+pub struct Gateway {
+    pub config: Arc<Config>,
+    upstreams: Vec<Arc<Upstream>>,
+    caches: Vec<Mutex<Cache>>,
+    sessions: RwLock<HashMap<Arc<str>, Arc<Session>>>,
+    next_client_request: AtomicU64,
+    next_progress: AtomicU64,
+}
+
+/// A client's initialize request, accepted.
+pub struct Initialized {
+    pub protocol_version: &'static str,
+    pub capabilities: Value,
+    pub client_info: Value,
+    /// The initialize result, JSON text.
+    pub result: String,
+}
+
+impl Gateway {
+    /// Builds the gateway and starts every upstream; waits (at most `wait`)
+    /// for each upstream's first connection attempt.
+    pub async fn start(config: Config, wait: Duration) -> Arc<Gateway> {
+        let (events_tx, events_rx) = mpsc::unbounded_channel();
+        let client = sluice_upstream::http_client();
+        let upstreams: Vec<_> = config
+            .servers
+            .iter()
+            .enumerate()
+            .map(|(i, s)| Upstream::new(i, s.clone(), client.clone(), events_tx.clone()))
+            .collect();
+        let firsts: Vec<_> = upstreams.iter().map(|u| u.start()).collect();
+        let gw = Arc::new(Gateway {
+            caches: upstreams.iter().map(|_| Mutex::new(Cache::default())).collect(),
+            upstreams,
+            config: Arc::new(config),
+            sessions: RwLock::new(HashMap::new()),
+            next_client_request: AtomicU64::new(1),
+            next_progress: AtomicU64::new(1),
+        });
+        tokio::spawn(Self::run_events(Arc::downgrade(&gw), events_rx));
+        let _ = tokio::time::timeout(wait, join_all(firsts)).await;
+        gw
+    }
+
+    pub fn upstreams(&self) -> &[Arc<Upstream>] {
+        &self.upstreams
+    }
+
+    /// Stops every upstream (process groups get SIGTERM, then SIGKILL after `grace`).
+    pub async fn shutdown(&self, grace: Duration) {
+        for s in self.sessions.write().unwrap().drain() {
+            s.1.close();
+        }
+        join_all(self.upstreams.iter().map(|u| u.shutdown(grace))).await;
+    }
+
+    // ----- sessions -------------------------------------------------------
+
+    pub fn session(&self, id: &str) -> Option<Arc<Session>> {
+        self.sessions.read().unwrap().get(id).cloned()
+    }
+
+    pub fn session_count(&self) -> usize {
+        self.sessions.read().unwrap().len()
+    }
+
+    pub fn register(&self, s: Arc<Session>) {
+        self.sessions.write().unwrap().insert(s.id.clone(), s);
+    }
+
+    /// Ends a session; false if it did not exist.
+    pub fn end_session(&self, id: &str) -> bool {
+        match self.sessions.write().unwrap().remove(id) {
+            Some(s) => {
+                s.close();
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Ends sessions idle longer than `idle` with nothing in flight; returns how many.
+    pub fn evict_idle(&self, idle: Duration) -> usize {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0);
+        let cutoff = now.saturating_sub(idle.as_millis() as u64);
+        let stale: Vec<Arc<str>> = self
+            .sessions
+            .read()
+            .unwrap()
+            .values()
+            .filter(|s| s.last_active_ms() < cutoff && s.inflight.lock().unwrap().is_empty())
+            .map(|s| s.id.clone())
+            .collect();
+        for id in &stale {
+            self.end_session(id);
+        }
+        stale.len()
+    }
+
+    // ----- initialize -----------------------------------------------------
+
+    /// Accepts a client's initialize: negotiates the version and answers with
+    /// the union of the upstreams' capabilities.
+    pub fn initialize(&self, params: Option<&RawValue>) -> Result<Initialized, RpcError> {
+        let p = params_map(params)?;
+        let requested = p
+            .get("protocolVersion")
+            .and_then(Value::as_str)
+            .ok_or_else(|| RpcError::invalid_params("initialize needs params.protocolVersion (a string)"))?;
+        let protocol_version = version::supported(requested).unwrap_or(version::LATEST);
+        let capabilities = match p.get("capabilities") {
+            None | Some(Value::Null) => json!({}),
+            Some(v @ Value::Object(_)) => v.clone(),
+            Some(_) => return Err(RpcError::invalid_params("initialize params.capabilities must be an object")),
+        };
+        let client_info = p.get("clientInfo").cloned().unwrap_or(Value::Null);
+        let result = json!({
+            "protocolVersion": protocol_version,
+            "capabilities": self.capabilities(),
+            "serverInfo": {"name": "sluice", "title": "Sluice MCP gateway", "version": env!("CARGO_PKG_VERSION")},
+            "instructions": self.instructions(),
+        });
+        let mut result = result;
+        if result["instructions"].is_null() {
+            result.as_object_mut().unwrap().remove("instructions");
+        }
+        Ok(Initialized {
+            protocol_version,
+            capabilities,
+            client_info,
+            result: result.to_string(),
+        })
+    }
+
+    fn capabilities(&self) -> Value {
+        let infos: Vec<_> = self.upstreams.iter().filter_map(|u| u.last_info()).collect();
+        let unknown = infos.len() < self.upstreams.len();
+        let any = |cap: &str| unknown || infos.iter().any(|i| i.has(cap));
+        let mut caps = Map::new();
+        if any("tools") {
+            caps.insert("tools".into(), json!({"listChanged": true}));
+        }
+        if any("prompts") {
+            caps.insert("prompts".into(), json!({"listChanged": true}));
+        }
+        if any("resources") {
+            let subscribe = unknown || infos.iter().any(|i| i.flag("resources", "subscribe"));
+            caps.insert("resources".into(), json!({"listChanged": true, "subscribe": subscribe}));
+        }
+        if any("completions") {
+            caps.insert("completions".into(), json!({}));
+        }
+        caps.insert("logging".into(), json!({}));
+        Value::Object(caps)
+    }
+
+    fn instructions(&self) -> Option<String> {
+        let parts: Vec<String> = self
+            .upstreams
+            .iter()
+            .filter_map(|u| {
+                let i = u.last_info()?.instructions.clone()?;
+                Some(format!("## Server `{}`\n{}", u.name(), i))
+            })
+            .collect();
+        (!parts.is_empty()).then(|| parts.join("\n\n"))
+    }
+
+    // ----- the request path -----------------------------------------------
+
+    /// Serves a request on its own task, abortable by `notifications/cancelled`.
+    /// `done` gets the response line, or `None` if the request was cancelled.
+    pub fn spawn_request(
+        self: &Arc<Self>,
+        sess: &Arc<Session>,
+        req: Request,
+        out: Arc<dyn Outbound>,
+        done: impl FnOnce(Option<String>) + Send + 'static,
+    ) {
+        let gw = self.clone();
+        let s = sess.clone();
+        let id = req.id.clone();
+        let guard = DoneGuard(Some(Box::new(done)));
+        let mut inflight = sess.inflight.lock().unwrap();
+        let task = tokio::spawn(async move {
+            let req_id = req.id.clone();
+            let line = gw.handle_request(&s, req, out).await;
+            s.inflight.lock().unwrap().remove(&req_id);
+            guard.complete(line);
+        });
+        inflight.insert(id, task.abort_handle());
+    }
+
+    /// Serves one request and returns the response line.
+    pub async fn handle_request(&self, sess: &Arc<Session>, req: Request, out: Arc<dyn Outbound>) -> String {
+        let id = req.id;
+        match self.dispatch(sess, &req.method, req.params.as_deref(), &out).await {
+            Ok(result) => jsonrpc::response_ok(&id, result.get()),
+            Err(fail) => {
+                if let Fail::Upstream { server, error } = &fail {
+                    tracing::warn!(method = %req.method, %server, code = error.code(), error = %error, "upstream failure");
+                }
+                jsonrpc::response_err(Some(&id), &fail.to_error_json())
+            }
+        }
+    }
+
+    async fn dispatch(
+        &self,
+        sess: &Arc<Session>,
+        method: &str,
+        params: Option<&RawValue>,
+        out: &Arc<dyn Outbound>,
+    ) -> Result<Box<RawValue>, Fail> {
+        match method {
+            "ping" => Ok(raw("{}".into())),
+            "initialize" => Err(RpcError::invalid_request(
+                "Invalid Request: this session is already initialized; start a new session instead",
+            )
+            .into()),
+            "tools/list" => self.list(Kind::Tools, params).await,
+            "prompts/list" => self.list(Kind::Prompts, params).await,
+            "resources/list" => self.list(Kind::Resources, params).await,
+            "resources/templates/list" => self.list(Kind::Templates, params).await,
+            "tools/call" => self.call_named(sess, Kind::Tools, method, params, out).await,
+            "prompts/get" => self.call_named(sess, Kind::Prompts, method, params, out).await,
+            "resources/read" | "resources/subscribe" | "resources/unsubscribe" => {
+                self.call_uri(sess, method, params, out).await
+            }
+            "completion/complete" => self.complete(sess, params, out).await,
+            "logging/setLevel" => self.set_level(sess, params).await,
+            _ => Err(RpcError::method_not_found(method).into()),
+        }
+    }
+
+    /// tools/call and prompts/get: route by exposed name, rewrite it, forward.
+    async fn call_named(
+        &self,
+        sess: &Arc<Session>,
+        kind: Kind,
+        method: &str,
+        params: Option<&RawValue>,
+        out: &Arc<dyn Outbound>,
+    ) -> Result<Box<RawValue>, Fail> {
+        let mut p = params_map(params)?;
+        let Some(exposed) = p.get("name").and_then(Value::as_str).map(str::to_string) else {
+            return Err(RpcError::invalid_params(format!("{method} needs params.name (a string)")).into());
+        };
+        let (u, name) = self.route_name(kind, &exposed).await?;
+        let up = &self.upstreams[u];
+        let timeout = match kind {
+            Kind::Tools => up.config.tool_timeouts.get(&name).copied().unwrap_or(up.config.timeout),
+            _ => up.config.timeout,
+        };
+        p.insert("name".into(), Value::String(name));
+        match self.forward(sess, up, method, p, out, timeout).await {
+            Ok(r) => Ok(r),
+            Err(e @ UpstreamError::Rpc(_)) => Err(Fail::Upstream {
+                server: up.name().into(),
+                error: e,
+            }),
+            Err(e) if kind == Kind::Tools => {
+                tracing::warn!(server = %up.name(), tool = %exposed, code = e.code(), error = %e, "tool call failed");
+                Ok(raw(tool_error_result(up.name(), &exposed, &e)))
+            }
+            Err(e) => Err(Fail::Upstream {
+                server: up.name().into(),
+                error: e,
+            }),
+        }
+    }
+
+    /// resources/read, subscribe, unsubscribe: route by URI.
+    async fn call_uri(
+        &self,
+        sess: &Arc<Session>,
+        method: &str,
+        params: Option<&RawValue>,
+        out: &Arc<dyn Outbound>,
+    ) -> Result<Box<RawValue>, Fail> {
+        let p = params_map(params)?;
+        let Some(uri) = p.get("uri").and_then(Value::as_str).map(str::to_string) else {
+            return Err(RpcError::invalid_params(format!("{method} needs params.uri (a string)")).into());
+        };
+        let up = &self.upstreams[self.route_uri(&uri).await?];
+        let r = self
+            .forward(sess, up, method, p, out, up.config.timeout)
+            .await
+            .map_err(|error| Fail::Upstream {
+                server: up.name().into(),
+                error,
+            })?;
+        match method {
+            "resources/subscribe" => {
+                sess.subscriptions.lock().unwrap().insert(uri);
+            }
+            "resources/unsubscribe" => {
+                sess.subscriptions.lock().unwrap().remove(&uri);
+            }
+            _ => {}
+        }
+        Ok(r)
+    }
+
+    async fn complete(
+        &self,
+        sess: &Arc<Session>,
+        params: Option<&RawValue>,
+        out: &Arc<dyn Outbound>,
+    ) -> Result<Box<RawValue>, Fail> {
+        let mut p = params_map(params)?;
+        let r = p.get_mut("ref").and_then(Value::as_object_mut).ok_or_else(|| {
+            RpcError::invalid_params("completion/complete needs params.ref (an object)")
+        })?;
+        let u = match r.get("type").and_then(Value::as_str) {
+            Some("ref/prompt") => {
+                let exposed = r.get("name").and_then(Value::as_str).unwrap_or_default().to_string();
+                let (u, name) = self.route_name(Kind::Prompts, &exposed).await?;
+                r.insert("name".into(), Value::String(name));
+                u
+            }
+            Some("ref/resource") => {
+                let uri = r.get("uri").and_then(Value::as_str).unwrap_or_default().to_string();
+                self.route_uri(&uri).await?
+            }
+            other => {
+                return Err(RpcError::invalid_params(format!(
+                    "completion/complete: unknown ref type {other:?}; expected \"ref/prompt\" or \"ref/resource\""
+                ))
+                .into());
+            }
+        };
+        let up = &self.upstreams[u];
+        self.forward(sess, up, "completion/complete", p, out, up.config.timeout)
+            .await
+            .map_err(|error| Fail::Upstream {
+                server: up.name().into(),
+                error,
+            })
+    }
+
+    /// logging/setLevel reaches every upstream that logs.
+    async fn set_level(&self, sess: &Arc<Session>, params: Option<&RawValue>) -> Result<Box<RawValue>, Fail> {
+        let p = params_map(params)?;
+        let Some(level) = p.get("level").and_then(Value::as_str) else {
+            return Err(RpcError::invalid_params("logging/setLevel needs params.level (a string)").into());
+        };
+        const LEVELS: [&str; 8] = ["debug", "info", "notice", "warning", "error", "critical", "alert", "emergency"];
+        if !LEVELS.contains(&level) {
+            return Err(RpcError::invalid_params(format!(
+                "logging/setLevel: `{level}` is not one of {}",
+                LEVELS.join(", ")
+            ))
+            .into());
+        }
+        *sess.log_level.lock().unwrap() = Some(level.to_string());
+        let text = Value::Object(p.clone()).to_string();
+        let calls = self
+            .upstreams
+            .iter()
+            .filter(|u| u.info().is_some_and(|i| i.has("logging")))
+            .map(|u| {
+                let text = text.clone();
+                async move {
+                    if let Err(e) = u
+                        .request("logging/setLevel", Some(&text), CallCtx::new(u.config.timeout))
+                        .await
+                    {
+                        tracing::warn!(server = %u.name(), error = %e, "logging/setLevel failed upstream");
+                    }
+                }
+            });
+        join_all(calls).await;
+        Ok(raw("{}".into()))
+    }
+
+    /// Forwards a request upstream, relaying what the server sends while it
+    /// works (progress, logs, server-to-client requests) to the client.
+    async fn forward(
+        &self,
+        sess: &Arc<Session>,
+        up: &Upstream,
+        method: &str,
+        mut params: Map<String, Value>,
+        out: &Arc<dyn Outbound>,
+        timeout: Duration,
+    ) -> Result<Box<RawValue>, UpstreamError> {
+        // A client's progress token is replaced by one unique on the shared upstream connection.
+        let original_token = params
+            .get("_meta")
+            .and_then(|m| m.get("progressToken"))
+            .cloned();
+        let mut ctx = CallCtx::new(timeout);
+        if original_token.is_some() {
+            let token = format!("sluice-{}", self.next_progress.fetch_add(1, Ordering::Relaxed));
+            ctx.progress_token = Some(format!("\"{token}\""));
+            params["_meta"]["progressToken"] = Value::String(token);
+        }
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        ctx.related = Some(tx);
+        let text = Value::Object(params).to_string();
+        let call = up.request(method, Some(&text), ctx);
+        tokio::pin!(call);
+        loop {
+            tokio::select! {
+                biased;
+                Some(rel) = rx.recv() => self.relay(sess, up, rel, original_token.as_ref(), out),
+                res = &mut call => {
+                    while let Ok(rel) = rx.try_recv() {
+                        self.relay(sess, up, rel, original_token.as_ref(), out);
+                    }
+                    return res;
+                }
+            }
+        }
+    }
+
+    /// Sends one message of an upstream's call on to the client.
+    fn relay(&self, sess: &Session, up: &Upstream, rel: Related, token: Option<&Value>, out: &Arc<dyn Outbound>) {
+        match rel {
+            Related::Notification { method, params } => {
+                let line = match (method.as_str(), token, params.as_deref()) {
+                    ("notifications/progress", Some(tok), Some(p)) => {
+                        let mut m: Map<String, Value> = match serde_json::from_str(p.get()) {
+                            Ok(m) => m,
+                            Err(_) => return,
+                        };
+                        m.insert("progressToken".into(), tok.clone());
+                        jsonrpc::notification(&method, Some(&Value::Object(m).to_string()))
+                    }
+                    _ => jsonrpc::notification(&method, params.as_deref().map(RawValue::get)),
+                };
+                if !out.send(line) {
+                    tracing::debug!(server = %up.name(), %method, "client stream closed; notification not delivered");
+                }
+            }
+            Related::Request { method, params, reply } => {
+                self.ask_client(sess, up.name(), &method, params.as_deref(), reply, out);
+            }
+        }
+    }
+
+    /// Relays a server-to-client request to the client under an id of the gateway's own.
+    fn ask_client(
+        &self,
+        sess: &Session,
+        server: &str,
+        method: &str,
+        params: Option<&RawValue>,
+        reply: tokio::sync::oneshot::Sender<Reply>,
+        out: &Arc<dyn Outbound>,
+    ) {
+        let needed = match method {
+            "sampling/createMessage" => Some("sampling"),
+            "elicitation/create" => Some("elicitation"),
+            "roots/list" => Some("roots"),
+            _ => None,
+        };
+        if let Some(cap) = needed
+            && !sess.client_supports(cap)
+        {
+            let _ = reply.send(Err(raw(
+                RpcError::new(
+                    sluice_mcp::jsonrpc::code::METHOD_NOT_FOUND,
+                    format!("the client did not declare the `{cap}` capability, so it cannot answer {method}"),
+                )
+                .to_json(),
+            )));
+            return;
+        }
+        let id = Id::Str(format!(
+            "sluice-{}",
+            self.next_client_request.fetch_add(1, Ordering::Relaxed)
+        ));
+        sess.awaiting.lock().unwrap().insert(id.clone(), reply);
+        if !out.send(jsonrpc::request(&id, method, params.map(RawValue::get))) {
+            tracing::warn!(%server, %method, "client stream closed; server-to-client request not delivered");
+            if let Some(reply) = sess.awaiting.lock().unwrap().remove(&id) {
+                let _ = reply.send(Err(raw(
+                    RpcError::internal("the client's stream is closed; the request could not be delivered").to_json(),
+                )));
+            }
+        }
+    }
+
+    /// A client's answer to a server-to-client request.
+    pub fn handle_response(&self, sess: &Session, resp: Response) {
+        match sess.awaiting.lock().unwrap().remove(&resp.id) {
+            Some(reply) => {
+                let _ = reply.send(resp.outcome);
+            }
+            None => tracing::warn!(session = %sess.id, id = %resp.id, "response to no pending request; dropped"),
+        }
+    }
+
+    /// A client's notification.
+    pub async fn handle_notification(&self, sess: &Session, n: Notification) {
+        match n.method.as_str() {
+            "notifications/initialized" => {}
+            "notifications/cancelled" => {
+                let id = n
+                    .params
+                    .as_deref()
+                    .and_then(|p| serde_json::from_str::<Value>(p.get()).ok())
+                    .and_then(|v| serde_json::from_value::<Id>(v.get("requestId")?.clone()).ok());
+                match id.and_then(|id| sess.inflight.lock().unwrap().remove(&id)) {
+                    Some(task) => task.abort(),
+                    None => tracing::debug!(session = %sess.id, "cancellation for no in-flight request"),
+                }
+            }
+            "notifications/roots/list_changed" => {
+                for u in &self.upstreams {
+                    if u.is_connected() {
+                        let _ = u.notify(&n.method, n.params.as_deref().map(RawValue::get)).await;
+                    }
+                }
+            }
+            other => tracing::debug!(session = %sess.id, method = other, "client notification ignored"),
+        }
+    }
+
+    // ----- lists ------------------------------------------------------------
+
+    /// A merged list, paginated with the gateway's own cursors.
+    async fn list(&self, kind: Kind, params: Option<&RawValue>) -> Result<Box<RawValue>, Fail> {
+        let p = params_map(params)?;
+        let offset = match p.get("cursor") {
+            None | Some(Value::Null) => 0,
+            Some(Value::String(c)) => cursor::decode(c)
+                .ok_or_else(|| RpcError::invalid_params(format!("Invalid cursor `{c}`: not one this gateway issued")))?,
+            Some(_) => return Err(RpcError::invalid_params("params.cursor must be a string").into()),
+        };
+        let lists = join_all(self.upstreams.iter().map(|u| self.upstream_list(u.index, kind))).await;
+        let mut items = Vec::new();
+        let mut seen = HashSet::new();
+        for (up, list) in self.upstreams.iter().zip(lists) {
+            let list = match list {
+                Ok(l) => l,
+                Err(e) => {
+                    tracing::warn!(server = %up.name(), list = kind.method(), error = %e, "listing failed; server's items omitted");
+                    continue;
+                }
+            };
+            for item in list.iter() {
+                let mut item = item.clone();
+                let key = match kind {
+                    Kind::Tools | Kind::Prompts => {
+                        let Some(name) = item.get("name").and_then(Value::as_str) else { continue };
+                        let exposed = names::expose(&up.config.prefix, name);
+                        item["name"] = Value::String(exposed.clone());
+                        exposed
+                    }
+                    Kind::Resources => item.get("uri").and_then(Value::as_str).unwrap_or_default().to_string(),
+                    Kind::Templates => item.get("uriTemplate").and_then(Value::as_str).unwrap_or_default().to_string(),
+                };
+                if !seen.insert(key.clone()) {
+                    tracing::warn!(server = %up.name(), name = %key, "duplicate {} hidden; an earlier server provides it", kind.noun());
+                    continue;
+                }
+                items.push(item);
+            }
+        }
+        let total = items.len();
+        let start = offset.min(total);
+        let end = (start + self.config.gateway.page_size).min(total);
+        let slice: Vec<Value> = items.drain(start..end).collect();
+        let mut result = Map::new();
+        result.insert(kind.key().into(), Value::Array(slice));
+        if end < total {
+            result.insert("nextCursor".into(), Value::String(cursor::encode(end)));
+        }
+        Ok(raw(Value::Object(result).to_string()))
+    }
+
+    /// One upstream's full list: cached while the server promises list_changed
+    /// notifications, refetched otherwise; the last good copy on failure.
+    async fn upstream_list(&self, u: usize, kind: Kind) -> Result<Arc<Vec<Value>>, UpstreamError> {
+        let up = &self.upstreams[u];
+        let cached = self.caches[u].lock().unwrap().lists[kind as usize].clone();
+        let Some(info) = up.info() else {
+            return cached.ok_or_else(|| UpstreamError::Unavailable("not connected".into()));
+        };
+        if !info.has(kind.capability()) {
+            return Ok(Arc::new(Vec::new()));
+        }
+        if let Some(c) = &cached
+            && info.flag(kind.capability(), "listChanged")
+        {
+            return Ok(c.clone());
+        }
+        match self.fetch_all(up, kind).await {
+            Ok(list) => {
+                let list = Arc::new(list);
+                self.store(u, kind, list.clone());
+                Ok(list)
+            }
+            Err(e) => cached.ok_or(e),
+        }
+    }
+
+    async fn fetch_all(&self, up: &Upstream, kind: Kind) -> Result<Vec<Value>, UpstreamError> {
+        let mut all = Vec::new();
+        let mut next: Option<String> = None;
+        for _ in 0..1000 {
+            let params = next.as_ref().map(|c| json!({"cursor": c}).to_string());
+            let r = up
+                .request(kind.method(), params.as_deref(), CallCtx::new(up.config.timeout))
+                .await?;
+            let mut page: Map<String, Value> = serde_json::from_str(r.get())
+                .map_err(|e| UpstreamError::Protocol(format!("bad {} result: {e}", kind.method())))?;
+            match page.remove(kind.key()) {
+                Some(Value::Array(items)) => all.extend(items),
+                _ => {
+                    return Err(UpstreamError::Protocol(format!(
+                        "{} result has no `{}` array",
+                        kind.method(),
+                        kind.key()
+                    )));
+                }
+            }
+            match page.remove("nextCursor") {
+                Some(Value::String(c)) if !c.is_empty() => next = Some(c),
+                _ => return Ok(all),
+            }
+        }
+        Err(UpstreamError::Protocol(format!("{} never stopped paginating", kind.method())))
+    }
+
+    fn store(&self, u: usize, kind: Kind, list: Arc<Vec<Value>>) {
+        let prefix = &self.upstreams[u].config.prefix;
+        let mut c = self.caches[u].lock().unwrap();
+        match kind {
+            Kind::Tools | Kind::Prompts => {
+                let map = &mut c.names[kind as usize];
+                map.clear();
+                for item in list.iter() {
+                    if let Some(n) = item.get("name").and_then(Value::as_str) {
+                        map.insert(names::expose(prefix, n), n.to_string());
+                    }
+                }
+            }
+            Kind::Resources => {
+                c.uris = list
+                    .iter()
+                    .filter_map(|r| r.get("uri").and_then(Value::as_str).map(str::to_string))
+                    .collect();
+            }
+            Kind::Templates => {
+                c.template_prefixes = list
+                    .iter()
+                    .filter_map(|t| t.get("uriTemplate").and_then(Value::as_str))
+                    .map(|t| t.split('{').next().unwrap_or_default().to_string())
+                    .filter(|p| !p.is_empty())
+                    .collect();
+            }
+        }
+        c.lists[kind as usize] = Some(list);
+    }
+
+    fn invalidate(&self, u: usize, kinds: &[Kind]) {
+        let mut c = self.caches[u].lock().unwrap();
+        for k in kinds {
+            c.lists[*k as usize] = None;
+        }
+    }
+
+    // ----- routing ----------------------------------------------------------
+
+    fn lookup_name(&self, kind: Kind, exposed: &str) -> Option<(usize, String)> {
+        self.caches.iter().enumerate().find_map(|(u, c)| {
+            c.lock().unwrap().names[kind as usize]
+                .get(exposed)
+                .map(|n| (u, n.clone()))
+        })
+    }
+
+    /// Exposed tool or prompt name → (upstream, the upstream's own name).
+    async fn route_name(&self, kind: Kind, exposed: &str) -> Result<(usize, String), Fail> {
+        if let Some(r) = self.lookup_name(kind, exposed) {
+            return Ok(r);
+        }
+        // Lists not fetched yet (a client may call before listing): fetch, then look again.
+        let unloaded: Vec<usize> = (0..self.upstreams.len())
+            .filter(|u| self.caches[*u].lock().unwrap().lists[kind as usize].is_none())
+            .collect();
+        if !unloaded.is_empty() {
+            join_all(unloaded.iter().map(|u| self.upstream_list(*u, kind))).await;
+            if let Some(r) = self.lookup_name(kind, exposed) {
+                return Ok(r);
+            }
+        }
+        let noun = kind.noun();
+        let owner = exposed
+            .split_once(names::SEP)
+            .and_then(|(p, rest)| self.upstreams.iter().find(|u| u.config.prefix == p).map(|u| (u, rest)))
+            .or_else(|| {
+                self.upstreams
+                    .iter()
+                    .find(|u| u.config.prefix.is_empty())
+                    .map(|u| (u, exposed))
+            });
+        match owner {
+            // The server's list could not be fetched: let the server itself decide.
+            Some((u, rest)) if self.caches[u.index].lock().unwrap().lists[kind as usize].is_none() => {
+                Ok((u.index, rest.to_string()))
+            }
+            Some((u, rest)) => Err(RpcError::invalid_params(format!(
+                "Unknown {noun} `{exposed}`: server `{}` has no {noun} named `{rest}`",
+                u.name()
+            ))
+            .into()),
+            None => Err(RpcError::invalid_params(format!(
+                "Unknown {noun} `{exposed}`: it maps to no configured server (names look like `server__{noun}`)"
+            ))
+            .into()),
+        }
+    }
+
+    fn lookup_uri(&self, uri: &str) -> Option<usize> {
+        let mut best: Option<(usize, usize)> = None;
+        for (u, c) in self.caches.iter().enumerate() {
+            let c = c.lock().unwrap();
+            if c.uris.contains(uri) {
+                return Some(u);
+            }
+            for p in &c.template_prefixes {
+                if uri.starts_with(p.as_str()) && best.is_none_or(|(_, len)| p.len() > len) {
+                    best = Some((u, p.len()));
+                }
+            }
+        }
+        best.map(|(u, _)| u)
+    }
+
+    /// Resource URI → upstream: listed URIs, then template prefixes, then the
+    /// only resource server, then the only server using that URI scheme.
+    async fn route_uri(&self, uri: &str) -> Result<usize, Fail> {
+        if let Some(u) = self.lookup_uri(uri) {
+            return Ok(u);
+        }
+        let unloaded: Vec<usize> = (0..self.upstreams.len())
+            .filter(|u| {
+                let c = self.caches[*u].lock().unwrap();
+                c.lists[Kind::Resources as usize].is_none() || c.lists[Kind::Templates as usize].is_none()
+            })
+            .collect();
+        if !unloaded.is_empty() {
+            join_all(unloaded.iter().flat_map(|u| {
+                [
+                    self.upstream_list(*u, Kind::Resources),
+                    self.upstream_list(*u, Kind::Templates),
+                ]
+            }))
+            .await;
+            if let Some(u) = self.lookup_uri(uri) {
+                return Ok(u);
+            }
+        }
+        let with_resources: Vec<usize> = self
+            .upstreams
+            .iter()
+            .filter(|u| u.last_info().is_some_and(|i| i.has("resources")))
+            .map(|u| u.index)
+            .collect();
+        if let [only] = with_resources[..] {
+            return Ok(only);
+        }
+        if let Some((scheme, _)) = uri.split_once("://") {
+            let scheme = format!("{scheme}://");
+            let owners: Vec<usize> = with_resources
+                .iter()
+                .copied()
+                .filter(|u| {
+                    let c = self.caches[*u].lock().unwrap();
+                    c.uris.iter().any(|x| x.starts_with(&scheme))
+                        || c.template_prefixes.iter().any(|x| x.starts_with(&scheme))
+                })
+                .collect();
+            if let [only] = owners[..] {
+                return Ok(only);
+            }
+        }
+        Err(RpcError::invalid_params(format!(
+            "Unknown resource `{uri}`: no configured server lists it or a template matching it"
+        ))
+        .into())
+    }
+
+    // ----- messages tied to no request -------------------------------------
+
+    async fn run_events(gw: std::sync::Weak<Gateway>, mut rx: mpsc::UnboundedReceiver<UpstreamEvent>) {
+        while let Some(ev) = rx.recv().await {
+            let Some(gw) = gw.upgrade() else { return };
+            gw.on_event(ev);
+        }
+    }
+
+    fn on_event(&self, ev: UpstreamEvent) {
+        match ev {
+            UpstreamEvent::Connected { server } => {
+                self.invalidate(server, &Kind::ALL);
+                let info = self.upstreams[server].info();
+                for (cap, method) in [
+                    ("tools", "notifications/tools/list_changed"),
+                    ("prompts", "notifications/prompts/list_changed"),
+                    ("resources", "notifications/resources/list_changed"),
+                ] {
+                    if info.as_ref().is_some_and(|i| i.has(cap)) {
+                        self.broadcast(&jsonrpc::notification(method, None));
+                    }
+                }
+            }
+            UpstreamEvent::Disconnected { server, reason } => {
+                tracing::warn!(server = %self.upstreams[server].name(), %reason, "upstream disconnected; its tools stay listed and fail fast");
+            }
+            UpstreamEvent::Notification { server, method, params } => {
+                let kinds: &[Kind] = match method.as_str() {
+                    "notifications/tools/list_changed" => &[Kind::Tools],
+                    "notifications/prompts/list_changed" => &[Kind::Prompts],
+                    "notifications/resources/list_changed" => &[Kind::Resources, Kind::Templates],
+                    _ => &[],
+                };
+                let line = jsonrpc::notification(&method, params.as_deref().map(RawValue::get));
+                if !kinds.is_empty() {
+                    self.invalidate(server, kinds);
+                    self.broadcast(&line);
+                } else if method == "notifications/resources/updated" {
+                    let uri = params
+                        .as_deref()
+                        .and_then(|p| serde_json::from_str::<Value>(p.get()).ok())
+                        .and_then(|v| v.get("uri")?.as_str().map(str::to_string))
+                        .unwrap_or_default();
+                    for s in self.sessions.read().unwrap().values() {
+                        if s.subscriptions.lock().unwrap().contains(&uri) && !s.send_unsolicited(line.clone()) {
+                            tracing::info!(session = %s.id, %uri, "resource update not delivered: no open stream");
+                        }
+                    }
+                } else if method == "notifications/message" {
+                    for s in self.sessions.read().unwrap().values() {
+                        if s.log_level.lock().unwrap().is_some() {
+                            s.send_unsolicited(line.clone());
+                        }
+                    }
+                } else {
+                    tracing::debug!(server = %self.upstreams[server].name(), %method, "upstream notification for no call; dropped");
+                }
+            }
+            UpstreamEvent::Request { server, method, params, reply } => {
+                // Tied to no call: ask the most recently active session that can answer.
+                let cap = match method.as_str() {
+                    "sampling/createMessage" => "sampling",
+                    "elicitation/create" => "elicitation",
+                    "roots/list" => "roots",
+                    _ => "",
+                };
+                let target = self
+                    .sessions
+                    .read()
+                    .unwrap()
+                    .values()
+                    .filter(|s| (cap.is_empty() || s.client_supports(cap)) && s.unsolicited.lock().unwrap().is_some())
+                    .max_by_key(|s| s.last_active_ms())
+                    .cloned();
+                let name = self.upstreams[server].name().to_string();
+                match target {
+                    Some(s) => {
+                        let out = s.unsolicited.lock().unwrap().clone();
+                        if let Some(out) = out {
+                            self.ask_client(&s, &name, &method, params.as_deref(), reply, &out);
+                        }
+                    }
+                    None => {
+                        let _ = reply.send(Err(raw(
+                            RpcError::internal(format!(
+                                "no connected client can answer {method} (none has an open stream and the capability)"
+                            ))
+                            .to_json(),
+                        )));
+                    }
+                }
+            }
+        }
+    }
+
+    fn broadcast(&self, line: &str) {
+        for s in self.sessions.read().unwrap().values() {
+            s.send_unsolicited(line.to_string());
+        }
+    }
+}
+
+/// `params` as an object (absent = empty); anything else is -32602.
+fn params_map(params: Option<&RawValue>) -> Result<Map<String, Value>, RpcError> {
+    match params {
+        None => Ok(Map::new()),
+        Some(p) => serde_json::from_str(p.get()).map_err(|_| RpcError::invalid_params("params must be an object")),
+    }
+}
+
+/// Runs `done` once: with the response, or with `None` if the task was aborted.
+struct DoneGuard(Option<Box<dyn FnOnce(Option<String>) + Send>>);
+
+impl DoneGuard {
+    fn complete(mut self, line: String) {
+        if let Some(f) = self.0.take() {
+            f(Some(line));
+        }
+    }
+}
+
+impl Drop for DoneGuard {
+    fn drop(&mut self) {
+        if let Some(f) = self.0.take() {
+            f(None);
+        }
+    }
+}
+

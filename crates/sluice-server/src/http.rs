@@ -1,0 +1,516 @@
+//! Streamable HTTP front end (protocol 2025-11-25 and earlier session eras).
+//!
+//! `POST /mcp` carries one JSON-RPC message; a request is answered with JSON
+//! when the upstream answers before sending anything else, and with an SSE
+//! stream otherwise. `GET /mcp` opens the session's standalone stream or
+//! resumes a broken one (`Last-Event-ID`); `DELETE /mcp` ends the session.
+//! Every response to a request on `/mcp` passes the Origin and Host checks.
+
+use crate::gateway::Gateway;
+use crate::session::{Outbound, Session, StreamItem, StreamLog};
+use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use futures_util::stream::{self, Stream};
+use serde_json::json;
+use sluice_config::Listen;
+use sluice_mcp::jsonrpc::{self, Message};
+use sluice_mcp::version::{self, header as mcp_header};
+use sluice_mcp::{RpcError, sse};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::mpsc;
+
+#[derive(Clone)]
+struct AppState {
+    gw: Arc<Gateway>,
+    guard: Arc<Guard>,
+}
+
+/// Origin and Host validation against DNS rebinding.
+struct Guard {
+    allowed_origins: Vec<String>,
+    allowed_hosts: Vec<String>,
+    max_body: usize,
+}
+
+/// The router: `/mcp`, `/healthz`, `/readyz`.
+pub fn router(gw: Arc<Gateway>) -> Router {
+    let listen: &Listen = &gw.config.listen;
+    let guard = Arc::new(Guard {
+        allowed_origins: listen.allowed_origins.clone(),
+        allowed_hosts: listen.allowed_hosts.iter().map(|h| h.to_ascii_lowercase()).collect(),
+        max_body: listen.max_body_bytes,
+    });
+    Router::new()
+        .route("/mcp", get(get_mcp).post(post_mcp).delete(delete_mcp))
+        .route("/healthz", get(|| async { json_response(json!({"status": "ok"}).to_string()) }))
+        .route("/readyz", get(readyz))
+        .with_state(AppState { gw, guard })
+}
+
+/// Serves until `shutdown` resolves; ends idle sessions in the background.
+pub async fn serve(
+    gw: Arc<Gateway>,
+    listener: tokio::net::TcpListener,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let idle = gw.config.sessions.idle_timeout;
+    let weak = Arc::downgrade(&gw);
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(15).min(idle));
+        loop {
+            tick.tick().await;
+            let Some(gw) = weak.upgrade() else { return };
+            let n = gw.evict_idle(idle);
+            if n > 0 {
+                tracing::info!(sessions = n, "ended idle sessions");
+            }
+        }
+    });
+    axum::serve(listener, router(gw)).with_graceful_shutdown(shutdown).await
+}
+
+// ----- errors on the wire ----------------------------------------------------
+
+fn rpc_error(status: StatusCode, err: RpcError) -> Response {
+    let body = jsonrpc::response_err(None, &err.to_json());
+    (status, [(header::CONTENT_TYPE, "application/json")], body).into_response()
+}
+
+fn json_response(body: String) -> Response {
+    ([(header::CONTENT_TYPE, "application/json")], body).into_response()
+}
+
+// ----- checks ----------------------------------------------------------------
+
+fn is_loopback_host(host: &str) -> bool {
+    matches!(host, "localhost" | "127.0.0.1" | "::1" | "[::1]")
+}
+
+/// The host part of `host[:port]` or `[v6]:port`.
+fn strip_port(hostport: &str) -> &str {
+    if let Some(rest) = hostport.strip_prefix('[') {
+        return rest.split(']').next().unwrap_or(rest);
+    }
+    match hostport.rsplit_once(':') {
+        Some((h, p)) if p.bytes().all(|b| b.is_ascii_digit()) => h,
+        _ => hostport,
+    }
+}
+
+impl Guard {
+    fn check(&self, headers: &HeaderMap) -> Result<(), Response> {
+        let host = headers
+            .get(header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .unwrap_or_default()
+            .to_ascii_lowercase();
+        let name = strip_port(&host);
+        let host_ok = is_loopback_host(name)
+            || self
+                .allowed_hosts
+                .iter()
+                .any(|a| a == "*" || *a == host || *a == name);
+        if !host_ok {
+            return Err(rpc_error(
+                StatusCode::FORBIDDEN,
+                RpcError::invalid_request(format!(
+                    "Forbidden: Host `{host}` is not allowed (see listen.allowed_hosts)"
+                )),
+            ));
+        }
+        if let Some(origin) = headers.get(header::ORIGIN) {
+            let origin = origin.to_str().unwrap_or_default();
+            let o_host = origin
+                .split_once("://")
+                .map(|(_, rest)| strip_port(rest.split('/').next().unwrap_or_default()))
+                .unwrap_or_default();
+            let ok = (origin.starts_with("http://") || origin.starts_with("https://")) && is_loopback_host(o_host)
+                || self.allowed_origins.iter().any(|a| a == "*" || a == origin);
+            if !ok {
+                return Err(rpc_error(
+                    StatusCode::FORBIDDEN,
+                    RpcError::invalid_request(format!(
+                        "Forbidden: Origin `{origin}` is not allowed (see listen.allowed_origins)"
+                    )),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The session named by `Mcp-Session-Id`: 400 when absent, 404 when unknown or ended.
+fn session(gw: &Gateway, headers: &HeaderMap) -> Result<Arc<Session>, Response> {
+    let Some(id) = headers.get(mcp_header::SESSION_ID) else {
+        return Err(rpc_error(
+            StatusCode::BAD_REQUEST,
+            RpcError::invalid_request("Bad Request: the Mcp-Session-Id header is required; send initialize first"),
+        ));
+    };
+    let id = id.to_str().unwrap_or_default();
+    gw.session(id).ok_or_else(|| {
+        rpc_error(
+            StatusCode::NOT_FOUND,
+            RpcError::new(-32001, "Session not found: it ended or never existed; initialize a new session"),
+        )
+    })
+}
+
+/// Rejects an unsupported `MCP-Protocol-Version` header with 400.
+fn check_version(headers: &HeaderMap) -> Result<(), Response> {
+    match headers.get(mcp_header::PROTOCOL_VERSION) {
+        None => Ok(()),
+        Some(v) => {
+            let v = v.to_str().unwrap_or_default();
+            if version::supported(v).is_some() {
+                Ok(())
+            } else {
+                Err(rpc_error(
+                    StatusCode::BAD_REQUEST,
+                    RpcError::invalid_request(format!(
+                        "Bad Request: unsupported MCP-Protocol-Version `{v}`; supported: {}",
+                        version::SUPPORTED.join(", ")
+                    )),
+                ))
+            }
+        }
+    }
+}
+
+fn accepts(headers: &HeaderMap, what: &str) -> bool {
+    headers
+        .get_all(header::ACCEPT)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .any(|v| v.contains(what) || v.contains("*/*"))
+}
+
+// ----- POST -------------------------------------------------------------------
+
+async fn post_mcp(State(st): State<AppState>, req: Request) -> Response {
+    let headers = req.headers().clone();
+    if let Err(r) = st.guard.check(&headers) {
+        return r;
+    }
+    let ct_ok = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    if !ct_ok {
+        return rpc_error(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            RpcError::invalid_request("Unsupported Media Type: Content-Type must be application/json"),
+        );
+    }
+    if headers.contains_key(header::ACCEPT) && !accepts(&headers, "application/json") && !accepts(&headers, "text/event-stream") {
+        return rpc_error(
+            StatusCode::NOT_ACCEPTABLE,
+            RpcError::invalid_request("Not Acceptable: Accept must include application/json and text/event-stream"),
+        );
+    }
+    let bytes: Bytes = match axum::body::to_bytes(req.into_body(), st.guard.max_body).await {
+        Ok(b) => b,
+        Err(_) => {
+            return rpc_error(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                RpcError::invalid_request(format!(
+                    "Payload Too Large: the request body exceeds {} bytes (listen.max_body_bytes)",
+                    st.guard.max_body
+                )),
+            );
+        }
+    };
+    let msg = match Message::parse(&bytes) {
+        Ok(m) => m,
+        Err(f) => {
+            let body = jsonrpc::response_err(f.id.as_ref(), &f.error.to_json());
+            return (StatusCode::BAD_REQUEST, [(header::CONTENT_TYPE, "application/json")], body).into_response();
+        }
+    };
+    if let Message::Request(r) = &msg
+        && r.method == "initialize"
+    {
+        return initialize(&st.gw, r);
+    }
+    let sess = match session(&st.gw, &headers) {
+        Ok(s) => s,
+        Err(r) => return r,
+    };
+    if let Err(r) = check_version(&headers) {
+        return r;
+    }
+    sess.touch();
+    match msg {
+        Message::Notification(n) => {
+            st.gw.handle_notification(&sess, n).await;
+            StatusCode::ACCEPTED.into_response()
+        }
+        Message::Response(r) => {
+            st.gw.handle_response(&sess, r);
+            StatusCode::ACCEPTED.into_response()
+        }
+        Message::Request(r) => request(&st.gw, sess, r, accepts(&headers, "text/event-stream")).await,
+    }
+}
+
+fn initialize(gw: &Arc<Gateway>, req: &jsonrpc::Request) -> Response {
+    let init = match gw.initialize(req.params.as_deref()) {
+        Ok(i) => i,
+        Err(e) => return json_response(jsonrpc::response_err(Some(&req.id), &e.to_json())),
+    };
+    if gw.session_count() >= gw.config.sessions.max_sessions {
+        let mut r = rpc_error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            RpcError::internal(format!(
+                "Service Unavailable: the session limit ({}, sessions.max_sessions) is reached; retry later",
+                gw.config.sessions.max_sessions
+            )),
+        );
+        r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+        return r;
+    }
+    let id: Arc<str> = uuid::Uuid::new_v4().simple().to_string().into();
+    let sess = Arc::new(Session::new(id.clone(), init.protocol_version, init.capabilities, init.client_info));
+    gw.register(sess);
+    tracing::info!(session = %id, version = init.protocol_version, "session started");
+    let mut resp = json_response(jsonrpc::response_ok(&req.id, &init.result));
+    resp.headers_mut().insert(
+        mcp_header::SESSION_ID,
+        HeaderValue::from_str(&id).expect("uuid is a valid header"),
+    );
+    resp
+}
+
+/// Serves a request: JSON if the answer comes first, else an SSE stream.
+async fn request(gw: &Arc<Gateway>, sess: Arc<Session>, req: jsonrpc::Request, sse_ok: bool) -> Response {
+    let log = sess.streams.lock().unwrap().open(gw.config.sessions.replay_events);
+    let (_, mut rx) = log.attach(0);
+    let done_log = log.clone();
+    let done_sess = sess.clone();
+    let out: Arc<dyn Outbound> = log.clone();
+    gw.spawn_request(&sess, req, out, move |line| {
+        match line {
+            Some(l) => {
+                done_log.push(l, true);
+            }
+            None => done_log.finish_without_message(),
+        }
+        done_sess.streams.lock().unwrap().finished(done_log.id);
+    });
+    let Some(first) = rx.recv().await else {
+        return StatusCode::ACCEPTED.into_response();
+    };
+    let (seq, Some(msg)) = first else {
+        // Cancelled: no response is sent for a cancelled request.
+        return StatusCode::ACCEPTED.into_response();
+    };
+    let mut pending = vec![(seq, Some(msg.clone()))];
+    match rx.try_recv() {
+        Ok((_, None)) => {
+            // The answer came first and alone: plain JSON, no stream to keep.
+            sess.streams.lock().unwrap().forget(log.id);
+            return json_response(msg.to_string());
+        }
+        Ok(item) => pending.push(item),
+        Err(_) => {}
+    }
+    if !sse_ok {
+        // The client cannot take a stream: wait for the answer; interim messages are dropped.
+        let mut last = msg;
+        for item in pending.into_iter().skip(1) {
+            if let (_, Some(m)) = item {
+                last = m;
+            }
+        }
+        while let Some((_, m)) = rx.recv().await {
+            match m {
+                Some(m) => last = m,
+                None => break,
+            }
+        }
+        tracing::debug!(session = %sess.id, "client does not accept SSE; interim messages dropped");
+        return json_response(last.to_string());
+    }
+    sse_response(log.id, Some(0), pending, rx)
+}
+
+/// An SSE body: an optional priming event, queued events, then live ones.
+fn sse_response(
+    stream_id: u64,
+    prime: Option<u64>,
+    queued: Vec<StreamItem>,
+    rx: mpsc::UnboundedReceiver<StreamItem>,
+) -> Response {
+    let mut head = String::new();
+    if let Some(p) = prime {
+        head.push_str(&sse::event(Some(&format!("{stream_id}-{p}")), ""));
+    }
+    let mut ended = false;
+    for (seq, m) in queued {
+        match m {
+            Some(m) => head.push_str(&sse::event(Some(&format!("{stream_id}-{seq}")), &m)),
+            None => ended = true,
+        }
+    }
+    let body = Body::from_stream(event_stream(stream_id, head, ended, rx));
+    Response::builder()
+        .header(header::CONTENT_TYPE, "text/event-stream")
+        .header(header::CACHE_CONTROL, "no-cache")
+        .body(body)
+        .expect("valid response")
+}
+
+fn event_stream(
+    stream_id: u64,
+    head: String,
+    ended: bool,
+    rx: mpsc::UnboundedReceiver<StreamItem>,
+) -> impl Stream<Item = Result<Bytes, std::convert::Infallible>> + Send {
+    struct St {
+        head: Option<String>,
+        ended: bool,
+        rx: mpsc::UnboundedReceiver<StreamItem>,
+        keepalive: tokio::time::Interval,
+    }
+    let mut keepalive = tokio::time::interval(Duration::from_secs(15));
+    keepalive.reset();
+    let st = St {
+        head: (!head.is_empty()).then_some(head),
+        ended,
+        rx,
+        keepalive,
+    };
+    stream::unfold(st, move |mut st| async move {
+        if let Some(h) = st.head.take() {
+            return Some((Ok(Bytes::from(h)), st));
+        }
+        if st.ended {
+            return None;
+        }
+        tokio::select! {
+            item = st.rx.recv() => match item {
+                Some((seq, Some(m))) => {
+                    let ev = sse::event(Some(&format!("{stream_id}-{seq}")), &m);
+                    Some((Ok(Bytes::from(ev)), st))
+                }
+                _ => None,
+            },
+            _ = st.keepalive.tick() => Some((Ok(Bytes::from_static(b": keepalive\n\n")), st)),
+        }
+    })
+}
+
+// ----- GET --------------------------------------------------------------------
+
+async fn get_mcp(State(st): State<AppState>, headers: HeaderMap) -> Response {
+    if let Err(r) = st.guard.check(&headers) {
+        return r;
+    }
+    if !accepts(&headers, "text/event-stream") {
+        return rpc_error(
+            StatusCode::NOT_ACCEPTABLE,
+            RpcError::invalid_request("Not Acceptable: GET /mcp opens an SSE stream; Accept must include text/event-stream"),
+        );
+    }
+    let sess = match session(&st.gw, &headers) {
+        Ok(s) => s,
+        Err(r) => return r,
+    };
+    if let Err(r) = check_version(&headers) {
+        return r;
+    }
+    sess.touch();
+    if let Some(last) = headers.get(mcp_header::LAST_EVENT_ID) {
+        let last = last.to_str().unwrap_or_default();
+        let parsed = last
+            .split_once('-')
+            .and_then(|(s, n)| Some((s.parse::<u64>().ok()?, n.parse::<u64>().ok()?)));
+        let Some((stream_id, seq)) = parsed else {
+            return rpc_error(
+                StatusCode::BAD_REQUEST,
+                RpcError::invalid_request(format!("Bad Request: Last-Event-ID `{last}` is not an event id of this server")),
+            );
+        };
+        let log = sess.streams.lock().unwrap().by_id.get(&stream_id).cloned();
+        let Some(log) = log else {
+            return rpc_error(
+                StatusCode::NOT_FOUND,
+                RpcError::invalid_request(format!(
+                    "Not Found: stream of event `{last}` is no longer kept; its events cannot be replayed"
+                )),
+            );
+        };
+        let (replay, rx) = log.attach(seq);
+        let queued = replay.into_iter().map(|(s, m)| (s, Some(m))).collect();
+        return sse_response(stream_id, None, queued, rx);
+    }
+    let log = {
+        let mut streams = sess.streams.lock().unwrap();
+        if let Some(cur) = streams.standalone.and_then(|id| streams.by_id.get(&id).cloned())
+            && cur.has_reader()
+        {
+            return rpc_error(
+                StatusCode::CONFLICT,
+                RpcError::invalid_request("Conflict: this session already has an open GET stream"),
+            );
+        }
+        let log = streams.open(st.gw.config.sessions.replay_events);
+        if let Some(old) = streams.standalone.replace(log.id) {
+            streams.forget(old);
+        }
+        log
+    };
+    let (_, rx) = log.attach(0);
+    sess.set_unsolicited(Some(log.clone() as Arc<dyn Outbound>));
+    sse_response(log.id, Some(0), Vec::new(), rx)
+}
+
+// ----- DELETE -----------------------------------------------------------------
+
+async fn delete_mcp(State(st): State<AppState>, headers: HeaderMap) -> Response {
+    if let Err(r) = st.guard.check(&headers) {
+        return r;
+    }
+    let sess = match session(&st.gw, &headers) {
+        Ok(s) => s,
+        Err(r) => return r,
+    };
+    st.gw.end_session(&sess.id);
+    tracing::info!(session = %sess.id, "session ended by the client");
+    StatusCode::OK.into_response()
+}
+
+// ----- readiness ----------------------------------------------------------------
+
+async fn readyz(State(st): State<AppState>) -> Response {
+    let mut ready = true;
+    let servers: Vec<_> = st
+        .gw
+        .upstreams()
+        .iter()
+        .map(|u| {
+            let connected = u.is_connected();
+            if u.config.required && !connected {
+                ready = false;
+            }
+            json!({
+                "name": u.name(),
+                "connected": connected,
+                "required": u.config.required,
+                "lastError": u.last_error().map(|(_, e)| e),
+            })
+        })
+        .collect();
+    let status = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    (status, json_response(json!({"ready": ready, "servers": servers}).to_string())).into_response()
+}
+
+#[allow(dead_code)]
+fn _assert_send(l: Arc<StreamLog>) -> Arc<dyn Outbound> {
+    l
+}
