@@ -1,0 +1,93 @@
+//! `sluice-fixture`: the MCP fixture server (see `sluice_testkit::fixture`).
+//!
+//! ```text
+//! sluice-fixture [--name NAME] [--page-size N] [stdio]
+//! sluice-fixture [--name NAME] [--page-size N] http [--listen 127.0.0.1:0] [--sse-responses]
+//! ```
+//!
+//! In HTTP mode it prints exactly one line to stdout once bound:
+//! `listening on http://127.0.0.1:PORT/mcp`.
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use sluice_testkit::fixture::{self, Fixture, FixtureConfig};
+
+#[derive(Parser)]
+#[command(
+    name = "sluice-fixture",
+    version,
+    about = "MCP fixture server for Sluice's conformance runs, tests and benchmarks"
+)]
+struct Cli {
+    /// serverInfo.name reported by initialize.
+    #[arg(long, global = true, default_value = "sluice-fixture")]
+    name: String,
+    /// Page size of tools/list, resources/list, resources/templates/list and
+    /// prompts/list (0: no pagination).
+    #[arg(long, global = true, default_value_t = 0)]
+    page_size: usize,
+    #[command(subcommand)]
+    transport: Option<Transport>,
+}
+
+#[derive(Subcommand)]
+enum Transport {
+    /// Newline-delimited JSON-RPC on stdin/stdout; logs on stderr (default).
+    Stdio,
+    /// Streamable HTTP at /mcp.
+    Http {
+        /// Address to listen on; loopback only.
+        #[arg(long, default_value = "127.0.0.1:0")]
+        listen: SocketAddr,
+        /// Answer every POST carrying a request with an SSE stream (when
+        /// accepted), not only tool calls that stream.
+        #[arg(long)]
+        sse_responses: bool,
+    },
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
+        )
+        .init();
+    let cli = Cli::parse();
+    let mut config = FixtureConfig {
+        name: cli.name,
+        page_size: cli.page_size,
+        ..FixtureConfig::default()
+    };
+    let result = match cli.transport.unwrap_or(Transport::Stdio) {
+        Transport::Stdio => fixture::serve_stdio(Fixture::new(config)).await,
+        Transport::Http {
+            listen,
+            sse_responses,
+        } => {
+            config.sse_responses = sse_responses;
+            match fixture::bind_loopback(listen).await {
+                Ok(listener) => {
+                    let addr = listener.local_addr().expect("bound address");
+                    let mut stdout = std::io::stdout().lock();
+                    let _ = writeln!(stdout, "listening on http://{addr}/mcp");
+                    let _ = stdout.flush();
+                    drop(stdout);
+                    fixture::serve_http(Fixture::new(config), listener).await
+                }
+                Err(e) => Err(e),
+            }
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("sluice-fixture: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
