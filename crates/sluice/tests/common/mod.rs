@@ -1,0 +1,220 @@
+//! Test helpers: run the built `sluice` binary on a free loopback port and
+//! talk to it over HTTP. Each gateway is stopped by its own pid on drop.
+
+#![allow(dead_code)]
+
+use serde_json::{Value, json};
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+pub struct Gateway {
+    child: Child,
+    pub url: String,
+    pub base: String,
+    pub dir: PathBuf,
+    pub logs: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+/// A unique scratch directory under the system temp dir.
+pub fn scratch(tag: &str) -> PathBuf {
+    let n = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    let d = std::env::temp_dir().join(format!("sluice-test-{tag}-{}-{n}", std::process::id()));
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+/// Path of a binary built next to `sluice` (e.g. `sluice-fixture`).
+pub fn sibling_bin(name: &str) -> PathBuf {
+    let p = PathBuf::from(env!("CARGO_BIN_EXE_sluice"))
+        .parent()
+        .unwrap()
+        .join(name);
+    assert!(p.exists(), "{} is not built; run `cargo build --workspace --bins` first", p.display());
+    p
+}
+
+impl Gateway {
+    /// Starts `sluice serve` with `config` (TOML) on 127.0.0.1:0.
+    pub fn start(tag: &str, config: &str) -> Gateway {
+        let dir = scratch(tag);
+        let path = dir.join("sluice.toml");
+        std::fs::write(&path, config).unwrap();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_sluice"))
+            .args(["serve", "--config"])
+            .arg(&path)
+            .args(["--listen", "127.0.0.1:0"])
+            .env("SLUICE_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("sluice starts");
+        let stderr = child.stderr.take().unwrap();
+        let (tx, rx) = mpsc::channel();
+        let logs = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let sink = logs.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if let Some(u) = line.strip_prefix("sluice listening on ") {
+                    let _ = tx.send(u.trim().to_string());
+                }
+                sink.lock().unwrap().push(line);
+            }
+        });
+        let url = match rx.recv_timeout(Duration::from_secs(90)) {
+            Ok(u) => u,
+            Err(_) => {
+                let _ = child.kill();
+                panic!("sluice did not start; logs:\n{}", logs.lock().unwrap().join("\n"));
+            }
+        };
+        let base = url.trim_end_matches("/mcp").to_string();
+        Gateway {
+            child,
+            url,
+            base,
+            dir,
+            logs,
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub fn logs(&self) -> String {
+        self.logs.lock().unwrap().join("\n")
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+pub struct Reply {
+    pub status: u16,
+    pub headers: reqwest::header::HeaderMap,
+    pub body: String,
+}
+
+impl Reply {
+    pub fn json(&self) -> Value {
+        serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.body))
+    }
+    /// JSON-RPC messages in the body, whether JSON or SSE.
+    pub fn messages(&self) -> Vec<Value> {
+        if self.body.trim_start().starts_with('{') {
+            return vec![self.json()];
+        }
+        self.body
+            .lines()
+            .filter_map(|l| l.strip_prefix("data: "))
+            .filter(|d| !d.is_empty())
+            .map(|d| serde_json::from_str(d).unwrap())
+            .collect()
+    }
+    /// The message carrying a result or error.
+    pub fn response(&self) -> Value {
+        self.messages()
+            .into_iter()
+            .find(|m| m.get("result").is_some() || m.get("error").is_some())
+            .unwrap_or_else(|| panic!("no response in: {}", self.body))
+    }
+    pub fn error_code(&self) -> i64 {
+        self.response()["error"]["code"].as_i64().unwrap_or_else(|| panic!("no error in: {}", self.body))
+    }
+}
+
+/// An HTTP client (rustls with the ring provider, as the gateway uses).
+pub fn http() -> reqwest::Client {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    reqwest::Client::new()
+}
+
+pub struct Client {
+    pub http: reqwest::Client,
+    pub url: String,
+    pub session: Option<String>,
+}
+
+impl Client {
+    pub fn new(url: &str) -> Client {
+        Client {
+            http: http(),
+            url: url.to_string(),
+            session: None,
+        }
+    }
+
+    pub fn post_builder(&self, body: impl Into<reqwest::Body>) -> reqwest::RequestBuilder {
+        let mut rb = self
+            .http
+            .post(&self.url)
+            .header("content-type", "application/json")
+            .header("accept", "application/json, text/event-stream")
+            .body(body);
+        if let Some(s) = &self.session {
+            rb = rb.header("mcp-session-id", s);
+        }
+        rb
+    }
+
+    pub async fn send(rb: reqwest::RequestBuilder) -> Reply {
+        let r = rb.send().await.expect("request sent");
+        Reply {
+            status: r.status().as_u16(),
+            headers: r.headers().clone(),
+            body: r.text().await.unwrap(),
+        }
+    }
+
+    pub async fn post(&self, body: impl Into<reqwest::Body>) -> Reply {
+        Self::send(self.post_builder(body)).await
+    }
+
+    pub async fn initialize(&mut self) -> Value {
+        self.initialize_with(json!({"sampling": {}, "elicitation": {}, "roots": {"listChanged": true}}))
+            .await
+    }
+
+    pub async fn initialize_with(&mut self, caps: Value) -> Value {
+        let r = self
+            .post(
+                json!({"jsonrpc":"2.0","id":0,"method":"initialize","params":{
+                    "protocolVersion":"2025-11-25","capabilities":caps,
+                    "clientInfo":{"name":"sluice-tests","version":"1"}}})
+                .to_string(),
+            )
+            .await;
+        assert_eq!(r.status, 200, "{}", r.body);
+        self.session = Some(r.headers["mcp-session-id"].to_str().unwrap().to_string());
+        let n = self
+            .post(json!({"jsonrpc":"2.0","method":"notifications/initialized"}).to_string())
+            .await;
+        assert_eq!(n.status, 202, "{}", n.body);
+        r.json()["result"].clone()
+    }
+
+    pub async fn request(&self, id: i64, method: &str, params: Value) -> Reply {
+        self.post(json!({"jsonrpc":"2.0","id":id,"method":method,"params":params}).to_string())
+            .await
+    }
+
+    /// A request's result; panics on an error.
+    pub async fn call(&self, method: &str, params: Value) -> Value {
+        let r = self.request(7, method, params).await;
+        let resp = r.response();
+        assert!(resp.get("error").is_none(), "{method} failed: {}", r.body);
+        resp["result"].clone()
+    }
+}
