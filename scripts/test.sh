@@ -1,0 +1,99 @@
+#!/usr/bin/env bash
+# Runs every test of Sluice, installing what the tests need first:
+#   - Rust: cargo fmt --check, clippy -D warnings, cargo test --workspace
+#   - end to end: the Python SDK (mcp 2.x) and the TypeScript SDK through the gateway
+#   - the official conformance suites (0.1.16 and the pinned 0.2.0 alpha) through the gateway
+# Build output goes to $CARGO_TARGET_DIR (default: ~/.cache/sluice/target, outside the clone).
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/sluice/target}"
+export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
+BIN="$CARGO_TARGET_DIR/debug"
+results=()
+failed=0
+
+step() { echo; echo "=== $* ==="; }
+record() { # name, exit code
+    if [[ "$2" == 0 ]]; then results+=("ok    $1"); else results+=("FAIL  $1"); failed=$((failed + 1)); fi
+}
+
+# ---- install what the tests need (idempotent) ----
+stamp_ok() { [[ -f "$2" && "$(cat "$2")" == "$(sha256sum "$1" | cut -d' ' -f1)" ]]; }
+stamp() { sha256sum "$1" | cut -d' ' -f1 >"$2"; }
+
+step "install: npm packages for the end-to-end tests"
+if ! stamp_ok tests/e2e/package-lock.json tests/e2e/node_modules/.sluice-stamp; then
+    (cd tests/e2e && npm ci --no-audit --no-fund --loglevel=error)
+    stamp tests/e2e/package-lock.json tests/e2e/node_modules/.sluice-stamp
+fi
+
+step "install: Python venv (tests/.venv)"
+if ! stamp_ok tests/requirements.txt tests/.venv/.sluice-stamp; then
+    python3 -m venv tests/.venv
+    tests/.venv/bin/pip install --quiet --disable-pip-version-check -r tests/requirements.txt
+    stamp tests/requirements.txt tests/.venv/.sluice-stamp
+fi
+
+# ---- Rust ----
+step "cargo fmt --check"
+cargo fmt --all -- --check
+record "cargo fmt" $?
+
+step "cargo clippy -D warnings"
+cargo clippy --workspace --all-targets --quiet -- -D warnings
+record "cargo clippy" $?
+
+step "cargo build (binaries used by the tests)"
+cargo build --workspace --bins --quiet
+
+step "cargo test"
+set +e
+cargo test --workspace --no-fail-fast 2>&1 | tee "$CARGO_TARGET_DIR/cargo-test.log"
+record "cargo test" "${PIPESTATUS[0]}"
+
+# ---- end to end with real clients ----
+export SLUICE_BIN="$BIN/sluice" SLUICE_FIXTURE_BIN="$BIN/sluice-fixture"
+step "Python SDK through the gateway (pytest)"
+(cd tests/e2e && timeout 600 ../.venv/bin/python -m pytest -q -p no:cacheprovider .)
+record "python e2e" $?
+
+step "TypeScript SDK through the gateway (node --test)"
+(cd tests/e2e && timeout 600 node --test ts_client.test.mjs)
+record "typescript e2e" $?
+
+# ---- conformance through the gateway ----
+step "conformance suites through the gateway (fixture served unprefixed)"
+CONF_DIR="$(mktemp -d "${TMPDIR:-/tmp}/sluice-conf.XXXXXX")"
+cat >"$CONF_DIR/sluice.toml" <<TOML
+[[servers]]
+name = "fixture"
+prefix = ""
+command = "$BIN/sluice-fixture"
+TOML
+"$BIN/sluice" serve --config "$CONF_DIR/sluice.toml" --listen 127.0.0.1:0 2>"$CONF_DIR/gateway.log" &
+GW_PID=$!
+URL=""
+for _ in $(seq 1 300); do
+    URL="$(sed -n 's/^sluice listening on //p' "$CONF_DIR/gateway.log" | head -1)"
+    [[ -n "$URL" ]] && break
+    kill -0 "$GW_PID" 2>/dev/null || break
+    sleep 0.1
+done
+if [[ -n "$URL" ]]; then
+    bash tests/conformance/run.sh "$URL"
+    record "conformance (through the gateway)" $?
+else
+    echo "gateway did not start:"; cat "$CONF_DIR/gateway.log"
+    record "conformance (through the gateway)" 1
+fi
+kill "$GW_PID" 2>/dev/null; wait "$GW_PID" 2>/dev/null
+rm -rf "$CONF_DIR"
+set -e
+
+echo
+echo "=== summary ==="
+printf '%s\n' "${results[@]}"
+echo "suites: $(( ${#results[@]} - failed )) passed, $failed failed"
+[[ $failed == 0 ]]
