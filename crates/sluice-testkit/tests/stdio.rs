@@ -435,3 +435,12 @@ async fn malformed_input_gets_json_rpc_errors() {
     assert_eq!(fx.recv().await["id"], 9);
     assert!(fx.shutdown().await.success());
 }
+
+#[tokio::test]
+async fn crash_exits_without_answering() {
+    let (mut fx, _) = StdioFixture::initialized(&[], json!({})).await;
+    fx.send(&json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {"name": "crash", "arguments": {"code": 7}}}))
+        .await;
+    let status = fx.wait_exit().await;
+    assert_eq!(status.code(), Some(7));
+}

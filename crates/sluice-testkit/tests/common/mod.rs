@@ -115,6 +115,14 @@ impl StdioFixture {
         drop(self.stdin.take());
     }
 
+    /// Wait for the process to exit on its own.
+    pub async fn wait_exit(&mut self) -> std::process::ExitStatus {
+        tokio::time::timeout(WAIT, self.child.wait())
+            .await
+            .expect("fixture exited in time")
+            .expect("wait")
+    }
+
     /// Close stdin and wait for the process to exit.
     pub async fn shutdown(mut self) -> std::process::ExitStatus {
         drop(self.stdin.take());
