@@ -87,7 +87,10 @@ impl Check<'_> {
                     default
                 }
                 Err(e) => {
-                    self.fail(key, format!("`{s}` is not a duration like \"30s\" or \"5m\": {e}"));
+                    self.fail(
+                        key,
+                        format!("`{s}` is not a duration like \"30s\" or \"5m\": {e}"),
+                    );
                     default
                 }
             },
@@ -134,7 +137,10 @@ impl Check<'_> {
 }
 
 fn valid_name(s: &str) -> bool {
-    !s.is_empty() && s.len() <= 32 && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+    !s.is_empty()
+        && s.len() <= 32
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
 }
 
 pub(crate) fn validate(
@@ -148,7 +154,10 @@ pub(crate) fn validate(
 
     let addr_text = raw.listen.addr.as_deref().unwrap_or("127.0.0.1:8080");
     let addr = addr_text.parse::<SocketAddr>().unwrap_or_else(|_| {
-        c.fail("listen.addr", format!("`{addr_text}` is not an IP:port address"));
+        c.fail(
+            "listen.addr",
+            format!("`{addr_text}` is not an IP:port address"),
+        );
         SocketAddr::from(([127, 0, 0, 1], 8080))
     });
     for (i, o) in raw.listen.allowed_origins.iter().enumerate() {
@@ -231,13 +240,17 @@ pub(crate) fn validate(
         if !prefix.is_empty() && (!valid_name(&prefix) || prefix.contains("__")) {
             c.fail(
                 k("prefix"),
-                format!("`{prefix}` must be empty or 1-32 characters of [a-zA-Z0-9_-] without `__`"),
+                format!(
+                    "`{prefix}` must be empty or 1-32 characters of [a-zA-Z0-9_-] without `__`"
+                ),
             );
         }
         if let Some(other) = prefixes.insert(prefix.clone(), name.clone()) {
             c.fail(
                 k("prefix"),
-                format!("`{prefix}` is also the prefix of server `{other}`; prefixes must be unique"),
+                format!(
+                    "`{prefix}` is also the prefix of server `{other}`; prefixes must be unique"
+                ),
             );
         }
         let timeout = c.duration(&k("timeout"), s.timeout.as_deref(), request_timeout);
@@ -248,11 +261,17 @@ pub(crate) fn validate(
         }
         let transport = match (s.command, s.url) {
             (Some(_), Some(_)) => {
-                c.fail(k("command"), "set either `command` (stdio) or `url` (HTTP), not both");
+                c.fail(
+                    k("command"),
+                    "set either `command` (stdio) or `url` (HTTP), not both",
+                );
                 continue;
             }
             (None, None) => {
-                c.fail(k("command"), "set `command` (stdio server) or `url` (HTTP server)");
+                c.fail(
+                    k("command"),
+                    "set `command` (stdio server) or `url` (HTTP server)",
+                );
                 continue;
             }
             (Some(command), None) => {
@@ -260,7 +279,10 @@ pub(crate) fn validate(
                     c.fail(k("headers"), "only HTTP servers (`url`) take headers");
                 }
                 if let Some(t) = s.transport.as_deref().filter(|t| *t != "stdio") {
-                    c.fail(k("transport"), format!("`{t}` does not fit a `command` server; use \"stdio\""));
+                    c.fail(
+                        k("transport"),
+                        format!("`{t}` does not fit a `command` server; use \"stdio\""),
+                    );
                 }
                 if command.trim().is_empty() {
                     c.fail(k("command"), "must not be empty");
@@ -287,11 +309,17 @@ pub(crate) fn validate(
             }
             (None, Some(url)) => {
                 if !s.args.is_empty() || !s.env.is_empty() || s.cwd.is_some() {
-                    c.fail(k("args"), "`args`, `env` and `cwd` apply to `command` servers only");
+                    c.fail(
+                        k("args"),
+                        "`args`, `env` and `cwd` apply to `command` servers only",
+                    );
                 }
                 let url = c.expand(&k("url"), &url);
                 if !(url.starts_with("http://") || url.starts_with("https://")) {
-                    c.fail(k("url"), format!("`{url}` must be an http:// or https:// URL"));
+                    c.fail(
+                        k("url"),
+                        format!("`{url}` must be an http:// or https:// URL"),
+                    );
                 }
                 let mode = match s.transport.as_deref() {
                     None | Some("auto") => HttpMode::Auto,
@@ -308,7 +336,12 @@ pub(crate) fn validate(
                 let headers = s
                     .headers
                     .iter()
-                    .map(|(hk, v)| (hk.clone(), Secret(c.expand(&k(&format!("headers.{hk}")), v))))
+                    .map(|(hk, v)| {
+                        (
+                            hk.clone(),
+                            Secret(c.expand(&k(&format!("headers.{hk}")), v)),
+                        )
+                    })
                     .collect();
                 Transport::Http { url, headers, mode }
             }
@@ -331,7 +364,9 @@ pub(crate) fn validate(
             servers,
         })
     } else {
-        Err(ConfigError { problems: c.problems })
+        Err(ConfigError {
+            problems: c.problems,
+        })
     }
 }
 
@@ -372,7 +407,10 @@ mod tests {
             }
             _ => panic!("expected http"),
         }
-        assert!(!format!("{c:?}").contains("s3cret"), "secrets leak into Debug");
+        assert!(
+            !format!("{c:?}").contains("s3cret"),
+            "secrets leak into Debug"
+        );
     }
 
     #[test]

@@ -70,7 +70,10 @@ impl RpcError {
         Self::new(code::INVALID_REQUEST, msg)
     }
     pub fn method_not_found(method: &str) -> Self {
-        Self::new(code::METHOD_NOT_FOUND, format!("Method not found: {method}"))
+        Self::new(
+            code::METHOD_NOT_FOUND,
+            format!("Method not found: {method}"),
+        )
     }
     pub fn invalid_params(msg: impl Into<String>) -> Self {
         Self::new(code::INVALID_PARAMS, msg)
@@ -142,8 +145,8 @@ pub struct ParseFailure {
 impl Message {
     /// Parses one JSON-RPC message. Invalid JSON is -32700; valid JSON that is
     /// not a JSON-RPC 2.0 message is -32600 naming what is wrong.
-    pub fn parse(bytes: &[u8]) -> Result<Message, ParseFailure> {
-        let fail = |id: Option<Id>, error: RpcError| Err(ParseFailure { id, error });
+    pub fn parse(bytes: &[u8]) -> Result<Message, Box<ParseFailure>> {
+        let fail = |id: Option<Id>, error: RpcError| Err(Box::new(ParseFailure { id, error }));
         let trimmed = trim_ascii_start(bytes);
         if trimmed.first() == Some(&b'[') {
             // Batches were removed in 2025-06-18; a batch is valid JSON but not a message we accept.
@@ -168,21 +171,28 @@ impl Message {
                 }
                 return fail(
                     None,
-                    RpcError::invalid_request("Invalid Request: a JSON-RPC message must be an object"),
+                    RpcError::invalid_request(
+                        "Invalid Request: a JSON-RPC message must be an object",
+                    ),
                 );
             }
         };
         let id = match env.id {
             None => None,
             Some(None) => {
-                return fail(None, RpcError::invalid_request("Invalid Request: id must not be null"));
+                return fail(
+                    None,
+                    RpcError::invalid_request("Invalid Request: id must not be null"),
+                );
             }
             Some(Some(v)) => match serde_json::from_value::<Id>(v) {
                 Ok(id) => Some(id),
                 Err(_) => {
                     return fail(
                         None,
-                        RpcError::invalid_request("Invalid Request: id must be a string or an integer"),
+                        RpcError::invalid_request(
+                            "Invalid Request: id must be a string or an integer",
+                        ),
                     );
                 }
             },
@@ -190,13 +200,19 @@ impl Message {
         match env.jsonrpc.as_deref().map(RawValue::get) {
             Some("\"2.0\"") => {}
             _ => {
-                return fail(id, RpcError::invalid_request("Invalid Request: jsonrpc must be \"2.0\""));
+                return fail(
+                    id,
+                    RpcError::invalid_request("Invalid Request: jsonrpc must be \"2.0\""),
+                );
             }
         }
         if let Some(p) = &env.params {
             let c = p.get().as_bytes().first();
             if c != Some(&b'{') && c != Some(&b'[') {
-                return fail(id, RpcError::invalid_request("Invalid Request: params must be an object"));
+                return fail(
+                    id,
+                    RpcError::invalid_request("Invalid Request: params must be an object"),
+                );
             }
         }
         match (env.method, id) {
@@ -211,10 +227,16 @@ impl Message {
                     params: env.params,
                 }))
             }
-            (Some(_), id) => fail(id, RpcError::invalid_request("Invalid Request: method must be a string")),
+            (Some(_), id) => fail(
+                id,
+                RpcError::invalid_request("Invalid Request: method must be a string"),
+            ),
             (None, Some(id)) => match (env.result, env.error) {
                 (Some(r), None) => Ok(Message::Response(Response { id, outcome: Ok(r) })),
-                (None, Some(e)) => Ok(Message::Response(Response { id, outcome: Err(e) })),
+                (None, Some(e)) => Ok(Message::Response(Response {
+                    id,
+                    outcome: Err(e),
+                })),
                 _ => fail(
                     Some(id),
                     RpcError::invalid_request(
@@ -261,7 +283,10 @@ pub fn request(id: &Id, method: &str, params: Option<&str>) -> String {
             "{{\"jsonrpc\":\"2.0\",\"id\":{},\"method\":{method},\"params\":{p}}}",
             id.to_json()
         ),
-        None => format!("{{\"jsonrpc\":\"2.0\",\"id\":{},\"method\":{method}}}", id.to_json()),
+        None => format!(
+            "{{\"jsonrpc\":\"2.0\",\"id\":{},\"method\":{method}}}",
+            id.to_json()
+        ),
     }
 }
 
@@ -304,20 +329,41 @@ mod tests {
         assert_eq!(err(""), code::PARSE_ERROR);
         assert_eq!(err("42"), code::INVALID_REQUEST);
         assert_eq!(err(r#"{"id":1,"method":"ping"}"#), code::INVALID_REQUEST);
-        assert_eq!(err(r#"{"jsonrpc":"1.0","id":1,"method":"ping"}"#), code::INVALID_REQUEST);
-        assert_eq!(err(r#"{"jsonrpc":"2.0","id":null,"method":"ping"}"#), code::INVALID_REQUEST);
-        assert_eq!(err(r#"{"jsonrpc":"2.0","id":1,"method":5}"#), code::INVALID_REQUEST);
-        assert_eq!(err(r#"{"jsonrpc":"2.0","id":1,"method":"x","params":3}"#), code::INVALID_REQUEST);
-        assert_eq!(err(r#"[{"jsonrpc":"2.0","id":1,"method":"ping"}]"#), code::INVALID_REQUEST);
+        assert_eq!(
+            err(r#"{"jsonrpc":"1.0","id":1,"method":"ping"}"#),
+            code::INVALID_REQUEST
+        );
+        assert_eq!(
+            err(r#"{"jsonrpc":"2.0","id":null,"method":"ping"}"#),
+            code::INVALID_REQUEST
+        );
+        assert_eq!(
+            err(r#"{"jsonrpc":"2.0","id":1,"method":5}"#),
+            code::INVALID_REQUEST
+        );
+        assert_eq!(
+            err(r#"{"jsonrpc":"2.0","id":1,"method":"x","params":3}"#),
+            code::INVALID_REQUEST
+        );
+        assert_eq!(
+            err(r#"[{"jsonrpc":"2.0","id":1,"method":"ping"}]"#),
+            code::INVALID_REQUEST
+        );
     }
 
     #[test]
     fn serializes_envelopes() {
-        assert_eq!(response_ok(&Id::Str("x".into()), "{}"), r#"{"jsonrpc":"2.0","id":"x","result":{}}"#);
+        assert_eq!(
+            response_ok(&Id::Str("x".into()), "{}"),
+            r#"{"jsonrpc":"2.0","id":"x","result":{}}"#
+        );
         assert_eq!(
             response_err(None, &RpcError::parse("p").to_json()),
             r#"{"jsonrpc":"2.0","id":null,"error":{"code":-32700,"message":"p"}}"#
         );
-        assert_eq!(notification("a/b", None), r#"{"jsonrpc":"2.0","method":"a/b"}"#);
+        assert_eq!(
+            notification("a/b", None),
+            r#"{"jsonrpc":"2.0","method":"a/b"}"#
+        );
     }
 }

@@ -35,7 +35,13 @@ pub fn expose(prefix: &str, name: &str) -> String {
     let keep = MAX_LEN - 9;
     let mut out: String = joined
         .chars()
-        .map(|c| if c.is_ascii() && valid_byte(c as u8) { c } else { '_' })
+        .map(|c| {
+            if c.is_ascii() && valid_byte(c as u8) {
+                c
+            } else {
+                '_'
+            }
+        })
         .take(keep)
         .collect();
     if out.is_empty() {

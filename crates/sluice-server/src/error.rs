@@ -11,7 +11,10 @@ pub(crate) enum Fail {
     /// The client's request was wrong (bad params, unknown tool, …).
     Client(RpcError),
     /// An upstream failed to serve it.
-    Upstream { server: String, error: UpstreamError },
+    Upstream {
+        server: String,
+        error: UpstreamError,
+    },
 }
 
 impl From<RpcError> for Fail {
@@ -30,9 +33,11 @@ impl Fail {
                 error: UpstreamError::Rpc(raw),
                 ..
             } => raw.get().to_string(),
-            Fail::Upstream { server, error } => RpcError::internal(format!("server `{server}` {error}"))
-                .with_data(json!({"sluice": {"code": error.code(), "server": server}}))
-                .to_json(),
+            Fail::Upstream { server, error } => {
+                RpcError::internal(format!("server `{server}` {error}"))
+                    .with_data(json!({"sluice": {"code": error.code(), "server": server}}))
+                    .to_json()
+            }
         }
     }
 }
@@ -44,7 +49,9 @@ pub(crate) fn tool_error_result(server: &str, tool: &str, error: &UpstreamError)
     let advice = match error {
         UpstreamError::Unavailable(_) => "The call did not reach the server; retry later.",
         UpstreamError::Timeout(_) => "The tool may still have run; check before retrying.",
-        UpstreamError::Unauthorized(_) => "The gateway's credentials for this server need attention; retrying will not help.",
+        UpstreamError::Unauthorized(_) => {
+            "The gateway's credentials for this server need attention; retrying will not help."
+        }
         UpstreamError::Transport(_) => "The tool may have run; check before retrying.",
         _ => "Do not rely on this tool's output.",
     };

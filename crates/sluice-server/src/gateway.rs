@@ -107,7 +107,10 @@ impl Gateway {
             .collect();
         let firsts: Vec<_> = upstreams.iter().map(|u| u.start()).collect();
         let gw = Arc::new(Gateway {
-            caches: upstreams.iter().map(|_| Mutex::new(Cache::default())).collect(),
+            caches: upstreams
+                .iter()
+                .map(|_| Mutex::new(Cache::default()))
+                .collect(),
             upstreams,
             config: Arc::new(config),
             sessions: RwLock::new(HashMap::new()),
@@ -186,12 +189,18 @@ impl Gateway {
         let requested = p
             .get("protocolVersion")
             .and_then(Value::as_str)
-            .ok_or_else(|| RpcError::invalid_params("initialize needs params.protocolVersion (a string)"))?;
+            .ok_or_else(|| {
+                RpcError::invalid_params("initialize needs params.protocolVersion (a string)")
+            })?;
         let protocol_version = version::supported(requested).unwrap_or(version::LATEST);
         let capabilities = match p.get("capabilities") {
             None | Some(Value::Null) => json!({}),
             Some(v @ Value::Object(_)) => v.clone(),
-            Some(_) => return Err(RpcError::invalid_params("initialize params.capabilities must be an object")),
+            Some(_) => {
+                return Err(RpcError::invalid_params(
+                    "initialize params.capabilities must be an object",
+                ));
+            }
         };
         let client_info = p.get("clientInfo").cloned().unwrap_or(Value::Null);
         let result = json!({
@@ -213,7 +222,11 @@ impl Gateway {
     }
 
     fn capabilities(&self) -> Value {
-        let infos: Vec<_> = self.upstreams.iter().filter_map(|u| u.last_info()).collect();
+        let infos: Vec<_> = self
+            .upstreams
+            .iter()
+            .filter_map(|u| u.last_info())
+            .collect();
         let unknown = infos.len() < self.upstreams.len();
         let any = |cap: &str| unknown || infos.iter().any(|i| i.has(cap));
         let mut caps = Map::new();
@@ -225,7 +238,10 @@ impl Gateway {
         }
         if any("resources") {
             let subscribe = unknown || infos.iter().any(|i| i.flag("resources", "subscribe"));
-            caps.insert("resources".into(), json!({"listChanged": true, "subscribe": subscribe}));
+            caps.insert(
+                "resources".into(),
+                json!({"listChanged": true, "subscribe": subscribe}),
+            );
         }
         if any("completions") {
             caps.insert("completions".into(), json!({}));
@@ -272,9 +288,17 @@ impl Gateway {
     }
 
     /// Serves one request and returns the response line.
-    pub async fn handle_request(&self, sess: &Arc<Session>, req: Request, out: Arc<dyn Outbound>) -> String {
+    pub async fn handle_request(
+        &self,
+        sess: &Arc<Session>,
+        req: Request,
+        out: Arc<dyn Outbound>,
+    ) -> String {
         let id = req.id;
-        match self.dispatch(sess, &req.method, req.params.as_deref(), &out).await {
+        match self
+            .dispatch(sess, &req.method, req.params.as_deref(), &out)
+            .await
+        {
             Ok(result) => jsonrpc::response_ok(&id, result.get()),
             Err(fail) => {
                 if let Fail::Upstream { server, error } = &fail {
@@ -302,8 +326,14 @@ impl Gateway {
             "prompts/list" => self.list(Kind::Prompts, params).await,
             "resources/list" => self.list(Kind::Resources, params).await,
             "resources/templates/list" => self.list(Kind::Templates, params).await,
-            "tools/call" => self.call_named(sess, Kind::Tools, method, params, out).await,
-            "prompts/get" => self.call_named(sess, Kind::Prompts, method, params, out).await,
+            "tools/call" => {
+                self.call_named(sess, Kind::Tools, method, params, out)
+                    .await
+            }
+            "prompts/get" => {
+                self.call_named(sess, Kind::Prompts, method, params, out)
+                    .await
+            }
             "resources/read" | "resources/subscribe" | "resources/unsubscribe" => {
                 self.call_uri(sess, method, params, out).await
             }
@@ -324,12 +354,19 @@ impl Gateway {
     ) -> Result<Box<RawValue>, Fail> {
         let mut p = params_map(params)?;
         let Some(exposed) = p.get("name").and_then(Value::as_str).map(str::to_string) else {
-            return Err(RpcError::invalid_params(format!("{method} needs params.name (a string)")).into());
+            return Err(
+                RpcError::invalid_params(format!("{method} needs params.name (a string)")).into(),
+            );
         };
         let (u, name) = self.route_name(kind, &exposed).await?;
         let up = &self.upstreams[u];
         let timeout = match kind {
-            Kind::Tools => up.config.tool_timeouts.get(&name).copied().unwrap_or(up.config.timeout),
+            Kind::Tools => up
+                .config
+                .tool_timeouts
+                .get(&name)
+                .copied()
+                .unwrap_or(up.config.timeout),
             _ => up.config.timeout,
         };
         p.insert("name".into(), Value::String(name));
@@ -360,7 +397,9 @@ impl Gateway {
     ) -> Result<Box<RawValue>, Fail> {
         let p = params_map(params)?;
         let Some(uri) = p.get("uri").and_then(Value::as_str).map(str::to_string) else {
-            return Err(RpcError::invalid_params(format!("{method} needs params.uri (a string)")).into());
+            return Err(
+                RpcError::invalid_params(format!("{method} needs params.uri (a string)")).into(),
+            );
         };
         let up = &self.upstreams[self.route_uri(&uri).await?];
         let r = self
@@ -389,18 +428,29 @@ impl Gateway {
         out: &Arc<dyn Outbound>,
     ) -> Result<Box<RawValue>, Fail> {
         let mut p = params_map(params)?;
-        let r = p.get_mut("ref").and_then(Value::as_object_mut).ok_or_else(|| {
-            RpcError::invalid_params("completion/complete needs params.ref (an object)")
-        })?;
+        let r = p
+            .get_mut("ref")
+            .and_then(Value::as_object_mut)
+            .ok_or_else(|| {
+                RpcError::invalid_params("completion/complete needs params.ref (an object)")
+            })?;
         let u = match r.get("type").and_then(Value::as_str) {
             Some("ref/prompt") => {
-                let exposed = r.get("name").and_then(Value::as_str).unwrap_or_default().to_string();
+                let exposed = r
+                    .get("name")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default()
+                    .to_string();
                 let (u, name) = self.route_name(Kind::Prompts, &exposed).await?;
                 r.insert("name".into(), Value::String(name));
                 u
             }
             Some("ref/resource") => {
-                let uri = r.get("uri").and_then(Value::as_str).unwrap_or_default().to_string();
+                let uri = r
+                    .get("uri")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default()
+                    .to_string();
                 self.route_uri(&uri).await?
             }
             other => {
@@ -420,12 +470,27 @@ impl Gateway {
     }
 
     /// logging/setLevel reaches every upstream that logs.
-    async fn set_level(&self, sess: &Arc<Session>, params: Option<&RawValue>) -> Result<Box<RawValue>, Fail> {
+    async fn set_level(
+        &self,
+        sess: &Arc<Session>,
+        params: Option<&RawValue>,
+    ) -> Result<Box<RawValue>, Fail> {
         let p = params_map(params)?;
         let Some(level) = p.get("level").and_then(Value::as_str) else {
-            return Err(RpcError::invalid_params("logging/setLevel needs params.level (a string)").into());
+            return Err(
+                RpcError::invalid_params("logging/setLevel needs params.level (a string)").into(),
+            );
         };
-        const LEVELS: [&str; 8] = ["debug", "info", "notice", "warning", "error", "critical", "alert", "emergency"];
+        const LEVELS: [&str; 8] = [
+            "debug",
+            "info",
+            "notice",
+            "warning",
+            "error",
+            "critical",
+            "alert",
+            "emergency",
+        ];
         if !LEVELS.contains(&level) {
             return Err(RpcError::invalid_params(format!(
                 "logging/setLevel: `{level}` is not one of {}",
@@ -472,7 +537,10 @@ impl Gateway {
             .cloned();
         let mut ctx = CallCtx::new(timeout);
         if original_token.is_some() {
-            let token = format!("sluice-{}", self.next_progress.fetch_add(1, Ordering::Relaxed));
+            let token = format!(
+                "sluice-{}",
+                self.next_progress.fetch_add(1, Ordering::Relaxed)
+            );
             ctx.progress_token = Some(format!("\"{token}\""));
             params["_meta"]["progressToken"] = Value::String(token);
         }
@@ -496,7 +564,14 @@ impl Gateway {
     }
 
     /// Sends one message of an upstream's call on to the client.
-    fn relay(&self, sess: &Session, up: &Upstream, rel: Related, token: Option<&Value>, out: &Arc<dyn Outbound>) {
+    fn relay(
+        &self,
+        sess: &Session,
+        up: &Upstream,
+        rel: Related,
+        token: Option<&Value>,
+        out: &Arc<dyn Outbound>,
+    ) {
         match rel {
             Related::Notification { method, params } => {
                 let line = match (method.as_str(), token, params.as_deref()) {
@@ -514,7 +589,11 @@ impl Gateway {
                     tracing::debug!(server = %up.name(), %method, "client stream closed; notification not delivered");
                 }
             }
-            Related::Request { method, params, reply } => {
+            Related::Request {
+                method,
+                params,
+                reply,
+            } => {
                 self.ask_client(sess, up.name(), &method, params.as_deref(), reply, out);
             }
         }
@@ -556,9 +635,10 @@ impl Gateway {
         if !out.send(jsonrpc::request(&id, method, params.map(RawValue::get))) {
             tracing::warn!(%server, %method, "client stream closed; server-to-client request not delivered");
             if let Some(reply) = sess.awaiting.lock().unwrap().remove(&id) {
-                let _ = reply.send(Err(raw(
-                    RpcError::internal("the client's stream is closed; the request could not be delivered").to_json(),
-                )));
+                let _ = reply.send(Err(raw(RpcError::internal(
+                    "the client's stream is closed; the request could not be delivered",
+                )
+                .to_json())));
             }
         }
     }
@@ -569,7 +649,9 @@ impl Gateway {
             Some(reply) => {
                 let _ = reply.send(resp.outcome);
             }
-            None => tracing::warn!(session = %sess.id, id = %resp.id, "response to no pending request; dropped"),
+            None => {
+                tracing::warn!(session = %sess.id, id = %resp.id, "response to no pending request; dropped")
+            }
         }
     }
 
@@ -585,17 +667,23 @@ impl Gateway {
                     .and_then(|v| serde_json::from_value::<Id>(v.get("requestId")?.clone()).ok());
                 match id.and_then(|id| sess.inflight.lock().unwrap().remove(&id)) {
                     Some(task) => task.abort(),
-                    None => tracing::debug!(session = %sess.id, "cancellation for no in-flight request"),
+                    None => {
+                        tracing::debug!(session = %sess.id, "cancellation for no in-flight request")
+                    }
                 }
             }
             "notifications/roots/list_changed" => {
                 for u in &self.upstreams {
                     if u.is_connected() {
-                        let _ = u.notify(&n.method, n.params.as_deref().map(RawValue::get)).await;
+                        let _ = u
+                            .notify(&n.method, n.params.as_deref().map(RawValue::get))
+                            .await;
                     }
                 }
             }
-            other => tracing::debug!(session = %sess.id, method = other, "client notification ignored"),
+            other => {
+                tracing::debug!(session = %sess.id, method = other, "client notification ignored")
+            }
         }
     }
 
@@ -606,11 +694,21 @@ impl Gateway {
         let p = params_map(params)?;
         let offset = match p.get("cursor") {
             None | Some(Value::Null) => 0,
-            Some(Value::String(c)) => cursor::decode(c)
-                .ok_or_else(|| RpcError::invalid_params(format!("Invalid cursor `{c}`: not one this gateway issued")))?,
-            Some(_) => return Err(RpcError::invalid_params("params.cursor must be a string").into()),
+            Some(Value::String(c)) => cursor::decode(c).ok_or_else(|| {
+                RpcError::invalid_params(format!(
+                    "Invalid cursor `{c}`: not one this gateway issued"
+                ))
+            })?,
+            Some(_) => {
+                return Err(RpcError::invalid_params("params.cursor must be a string").into());
+            }
         };
-        let lists = join_all(self.upstreams.iter().map(|u| self.upstream_list(u.index, kind))).await;
+        let lists = join_all(
+            self.upstreams
+                .iter()
+                .map(|u| self.upstream_list(u.index, kind)),
+        )
+        .await;
         let mut items = Vec::new();
         let mut seen = HashSet::new();
         for (up, list) in self.upstreams.iter().zip(lists) {
@@ -625,13 +723,23 @@ impl Gateway {
                 let mut item = item.clone();
                 let key = match kind {
                     Kind::Tools | Kind::Prompts => {
-                        let Some(name) = item.get("name").and_then(Value::as_str) else { continue };
+                        let Some(name) = item.get("name").and_then(Value::as_str) else {
+                            continue;
+                        };
                         let exposed = names::expose(&up.config.prefix, name);
                         item["name"] = Value::String(exposed.clone());
                         exposed
                     }
-                    Kind::Resources => item.get("uri").and_then(Value::as_str).unwrap_or_default().to_string(),
-                    Kind::Templates => item.get("uriTemplate").and_then(Value::as_str).unwrap_or_default().to_string(),
+                    Kind::Resources => item
+                        .get("uri")
+                        .and_then(Value::as_str)
+                        .unwrap_or_default()
+                        .to_string(),
+                    Kind::Templates => item
+                        .get("uriTemplate")
+                        .and_then(Value::as_str)
+                        .unwrap_or_default()
+                        .to_string(),
                 };
                 if !seen.insert(key.clone()) {
                     tracing::warn!(server = %up.name(), name = %key, "duplicate {} hidden; an earlier server provides it", kind.noun());
@@ -684,10 +792,15 @@ impl Gateway {
         for _ in 0..1000 {
             let params = next.as_ref().map(|c| json!({"cursor": c}).to_string());
             let r = up
-                .request(kind.method(), params.as_deref(), CallCtx::new(up.config.timeout))
+                .request(
+                    kind.method(),
+                    params.as_deref(),
+                    CallCtx::new(up.config.timeout),
+                )
                 .await?;
-            let mut page: Map<String, Value> = serde_json::from_str(r.get())
-                .map_err(|e| UpstreamError::Protocol(format!("bad {} result: {e}", kind.method())))?;
+            let mut page: Map<String, Value> = serde_json::from_str(r.get()).map_err(|e| {
+                UpstreamError::Protocol(format!("bad {} result: {e}", kind.method()))
+            })?;
             match page.remove(kind.key()) {
                 Some(Value::Array(items)) => all.extend(items),
                 _ => {
@@ -703,7 +816,10 @@ impl Gateway {
                 _ => return Ok(all),
             }
         }
-        Err(UpstreamError::Protocol(format!("{} never stopped paginating", kind.method())))
+        Err(UpstreamError::Protocol(format!(
+            "{} never stopped paginating",
+            kind.method()
+        )))
     }
 
     fn store(&self, u: usize, kind: Kind, list: Arc<Vec<Value>>) {
@@ -772,7 +888,12 @@ impl Gateway {
         let noun = kind.noun();
         let owner = exposed
             .split_once(names::SEP)
-            .and_then(|(p, rest)| self.upstreams.iter().find(|u| u.config.prefix == p).map(|u| (u, rest)))
+            .and_then(|(p, rest)| {
+                self.upstreams
+                    .iter()
+                    .find(|u| u.config.prefix == p)
+                    .map(|u| (u, rest))
+            })
             .or_else(|| {
                 self.upstreams
                     .iter()
@@ -821,7 +942,8 @@ impl Gateway {
         let unloaded: Vec<usize> = (0..self.upstreams.len())
             .filter(|u| {
                 let c = self.caches[*u].lock().unwrap();
-                c.lists[Kind::Resources as usize].is_none() || c.lists[Kind::Templates as usize].is_none()
+                c.lists[Kind::Resources as usize].is_none()
+                    || c.lists[Kind::Templates as usize].is_none()
             })
             .collect();
         if !unloaded.is_empty() {
@@ -868,7 +990,10 @@ impl Gateway {
 
     // ----- messages tied to no request -------------------------------------
 
-    async fn run_events(gw: std::sync::Weak<Gateway>, mut rx: mpsc::UnboundedReceiver<UpstreamEvent>) {
+    async fn run_events(
+        gw: std::sync::Weak<Gateway>,
+        mut rx: mpsc::UnboundedReceiver<UpstreamEvent>,
+    ) {
         while let Some(ev) = rx.recv().await {
             let Some(gw) = gw.upgrade() else { return };
             gw.on_event(ev);
@@ -893,7 +1018,11 @@ impl Gateway {
             UpstreamEvent::Disconnected { server, reason } => {
                 tracing::warn!(server = %self.upstreams[server].name(), %reason, "upstream disconnected; its tools stay listed and fail fast");
             }
-            UpstreamEvent::Notification { server, method, params } => {
+            UpstreamEvent::Notification {
+                server,
+                method,
+                params,
+            } => {
                 let kinds: &[Kind] = match method.as_str() {
                     "notifications/tools/list_changed" => &[Kind::Tools],
                     "notifications/prompts/list_changed" => &[Kind::Prompts],
@@ -911,7 +1040,9 @@ impl Gateway {
                         .and_then(|v| v.get("uri")?.as_str().map(str::to_string))
                         .unwrap_or_default();
                     for s in self.sessions.read().unwrap().values() {
-                        if s.subscriptions.lock().unwrap().contains(&uri) && !s.send_unsolicited(line.clone()) {
+                        if s.subscriptions.lock().unwrap().contains(&uri)
+                            && !s.send_unsolicited(line.clone())
+                        {
                             tracing::info!(session = %s.id, %uri, "resource update not delivered: no open stream");
                         }
                     }
@@ -925,7 +1056,12 @@ impl Gateway {
                     tracing::debug!(server = %self.upstreams[server].name(), %method, "upstream notification for no call; dropped");
                 }
             }
-            UpstreamEvent::Request { server, method, params, reply } => {
+            UpstreamEvent::Request {
+                server,
+                method,
+                params,
+                reply,
+            } => {
                 // Tied to no call: ask the most recently active session that can answer.
                 let cap = match method.as_str() {
                     "sampling/createMessage" => "sampling",
@@ -938,7 +1074,10 @@ impl Gateway {
                     .read()
                     .unwrap()
                     .values()
-                    .filter(|s| (cap.is_empty() || s.client_supports(cap)) && s.unsolicited.lock().unwrap().is_some())
+                    .filter(|s| {
+                        (cap.is_empty() || s.client_supports(cap))
+                            && s.unsolicited.lock().unwrap().is_some()
+                    })
                     .max_by_key(|s| s.last_active_ms())
                     .cloned();
                 let name = self.upstreams[server].name().to_string();
@@ -973,7 +1112,8 @@ impl Gateway {
 fn params_map(params: Option<&RawValue>) -> Result<Map<String, Value>, RpcError> {
     match params {
         None => Ok(Map::new()),
-        Some(p) => serde_json::from_str(p.get()).map_err(|_| RpcError::invalid_params("params must be an object")),
+        Some(p) => serde_json::from_str(p.get())
+            .map_err(|_| RpcError::invalid_params("params must be an object")),
     }
 }
 
@@ -995,4 +1135,3 @@ impl Drop for DoneGuard {
         }
     }
 }
-

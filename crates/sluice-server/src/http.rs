@@ -42,12 +42,19 @@ pub fn router(gw: Arc<Gateway>) -> Router {
     let listen: &Listen = &gw.config.listen;
     let guard = Arc::new(Guard {
         allowed_origins: listen.allowed_origins.clone(),
-        allowed_hosts: listen.allowed_hosts.iter().map(|h| h.to_ascii_lowercase()).collect(),
+        allowed_hosts: listen
+            .allowed_hosts
+            .iter()
+            .map(|h| h.to_ascii_lowercase())
+            .collect(),
         max_body: listen.max_body_bytes,
     });
     Router::new()
         .route("/mcp", get(get_mcp).post(post_mcp).delete(delete_mcp))
-        .route("/healthz", get(|| async { json_response(json!({"status": "ok"}).to_string()) }))
+        .route(
+            "/healthz",
+            get(|| async { json_response(json!({"status": "ok"}).to_string()) }),
+        )
         .route("/readyz", get(readyz))
         .with_state(AppState { gw, guard })
 }
@@ -71,14 +78,26 @@ pub async fn serve(
             }
         }
     });
-    axum::serve(listener, router(gw)).with_graceful_shutdown(shutdown).await
+    axum::serve(listener, router(gw))
+        .with_graceful_shutdown(shutdown)
+        .await
 }
 
 // ----- errors on the wire ----------------------------------------------------
 
+/// A request refused before it reaches the gateway core: an HTTP status and
+/// the JSON-RPC error that explains it.
+struct Rejection(StatusCode, RpcError);
+
+impl IntoResponse for Rejection {
+    fn into_response(self) -> Response {
+        let body = jsonrpc::response_err(None, &self.1.to_json());
+        (self.0, [(header::CONTENT_TYPE, "application/json")], body).into_response()
+    }
+}
+
 fn rpc_error(status: StatusCode, err: RpcError) -> Response {
-    let body = jsonrpc::response_err(None, &err.to_json());
-    (status, [(header::CONTENT_TYPE, "application/json")], body).into_response()
+    Rejection(status, err).into_response()
 }
 
 fn json_response(body: String) -> Response {
@@ -103,7 +122,7 @@ fn strip_port(hostport: &str) -> &str {
 }
 
 impl Guard {
-    fn check(&self, headers: &HeaderMap) -> Result<(), Response> {
+    fn check(&self, headers: &HeaderMap) -> Result<(), Rejection> {
         let host = headers
             .get(header::HOST)
             .and_then(|h| h.to_str().ok())
@@ -116,7 +135,7 @@ impl Guard {
                 .iter()
                 .any(|a| a == "*" || *a == host || *a == name);
         if !host_ok {
-            return Err(rpc_error(
+            return Err(Rejection(
                 StatusCode::FORBIDDEN,
                 RpcError::invalid_request(format!(
                     "Forbidden: Host `{host}` is not allowed (see listen.allowed_hosts)"
@@ -129,10 +148,11 @@ impl Guard {
                 .split_once("://")
                 .map(|(_, rest)| strip_port(rest.split('/').next().unwrap_or_default()))
                 .unwrap_or_default();
-            let ok = (origin.starts_with("http://") || origin.starts_with("https://")) && is_loopback_host(o_host)
+            let ok = (origin.starts_with("http://") || origin.starts_with("https://"))
+                && is_loopback_host(o_host)
                 || self.allowed_origins.iter().any(|a| a == "*" || a == origin);
             if !ok {
-                return Err(rpc_error(
+                return Err(Rejection(
                     StatusCode::FORBIDDEN,
                     RpcError::invalid_request(format!(
                         "Forbidden: Origin `{origin}` is not allowed (see listen.allowed_origins)"
@@ -145,24 +165,29 @@ impl Guard {
 }
 
 /// The session named by `Mcp-Session-Id`: 400 when absent, 404 when unknown or ended.
-fn session(gw: &Gateway, headers: &HeaderMap) -> Result<Arc<Session>, Response> {
+fn session(gw: &Gateway, headers: &HeaderMap) -> Result<Arc<Session>, Rejection> {
     let Some(id) = headers.get(mcp_header::SESSION_ID) else {
-        return Err(rpc_error(
+        return Err(Rejection(
             StatusCode::BAD_REQUEST,
-            RpcError::invalid_request("Bad Request: the Mcp-Session-Id header is required; send initialize first"),
+            RpcError::invalid_request(
+                "Bad Request: the Mcp-Session-Id header is required; send initialize first",
+            ),
         ));
     };
     let id = id.to_str().unwrap_or_default();
     gw.session(id).ok_or_else(|| {
-        rpc_error(
+        Rejection(
             StatusCode::NOT_FOUND,
-            RpcError::new(-32001, "Session not found: it ended or never existed; initialize a new session"),
+            RpcError::new(
+                -32001,
+                "Session not found: it ended or never existed; initialize a new session",
+            ),
         )
     })
 }
 
 /// Rejects an unsupported `MCP-Protocol-Version` header with 400.
-fn check_version(headers: &HeaderMap) -> Result<(), Response> {
+fn check_version(headers: &HeaderMap) -> Result<(), Rejection> {
     match headers.get(mcp_header::PROTOCOL_VERSION) {
         None => Ok(()),
         Some(v) => {
@@ -170,7 +195,7 @@ fn check_version(headers: &HeaderMap) -> Result<(), Response> {
             if version::supported(v).is_some() {
                 Ok(())
             } else {
-                Err(rpc_error(
+                Err(Rejection(
                     StatusCode::BAD_REQUEST,
                     RpcError::invalid_request(format!(
                         "Bad Request: unsupported MCP-Protocol-Version `{v}`; supported: {}",
@@ -195,7 +220,7 @@ fn accepts(headers: &HeaderMap, what: &str) -> bool {
 async fn post_mcp(State(st): State<AppState>, req: Request) -> Response {
     let headers = req.headers().clone();
     if let Err(r) = st.guard.check(&headers) {
-        return r;
+        return r.into_response();
     }
     let ct_ok = headers
         .get(header::CONTENT_TYPE)
@@ -204,13 +229,20 @@ async fn post_mcp(State(st): State<AppState>, req: Request) -> Response {
     if !ct_ok {
         return rpc_error(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            RpcError::invalid_request("Unsupported Media Type: Content-Type must be application/json"),
+            RpcError::invalid_request(
+                "Unsupported Media Type: Content-Type must be application/json",
+            ),
         );
     }
-    if headers.contains_key(header::ACCEPT) && !accepts(&headers, "application/json") && !accepts(&headers, "text/event-stream") {
+    if headers.contains_key(header::ACCEPT)
+        && !accepts(&headers, "application/json")
+        && !accepts(&headers, "text/event-stream")
+    {
         return rpc_error(
             StatusCode::NOT_ACCEPTABLE,
-            RpcError::invalid_request("Not Acceptable: Accept must include application/json and text/event-stream"),
+            RpcError::invalid_request(
+                "Not Acceptable: Accept must include application/json and text/event-stream",
+            ),
         );
     }
     let bytes: Bytes = match axum::body::to_bytes(req.into_body(), st.guard.max_body).await {
@@ -229,7 +261,12 @@ async fn post_mcp(State(st): State<AppState>, req: Request) -> Response {
         Ok(m) => m,
         Err(f) => {
             let body = jsonrpc::response_err(f.id.as_ref(), &f.error.to_json());
-            return (StatusCode::BAD_REQUEST, [(header::CONTENT_TYPE, "application/json")], body).into_response();
+            return (
+                StatusCode::BAD_REQUEST,
+                [(header::CONTENT_TYPE, "application/json")],
+                body,
+            )
+                .into_response();
         }
     };
     if let Message::Request(r) = &msg
@@ -239,10 +276,10 @@ async fn post_mcp(State(st): State<AppState>, req: Request) -> Response {
     }
     let sess = match session(&st.gw, &headers) {
         Ok(s) => s,
-        Err(r) => return r,
+        Err(r) => return r.into_response(),
     };
     if let Err(r) = check_version(&headers) {
-        return r;
+        return r.into_response();
     }
     sess.touch();
     match msg {
@@ -254,7 +291,9 @@ async fn post_mcp(State(st): State<AppState>, req: Request) -> Response {
             st.gw.handle_response(&sess, r);
             StatusCode::ACCEPTED.into_response()
         }
-        Message::Request(r) => request(&st.gw, sess, r, accepts(&headers, "text/event-stream")).await,
+        Message::Request(r) => {
+            request(&st.gw, sess, r, accepts(&headers, "text/event-stream")).await
+        }
     }
 }
 
@@ -271,11 +310,17 @@ fn initialize(gw: &Arc<Gateway>, req: &jsonrpc::Request) -> Response {
                 gw.config.sessions.max_sessions
             )),
         );
-        r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+        r.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
         return r;
     }
     let id: Arc<str> = uuid::Uuid::new_v4().simple().to_string().into();
-    let sess = Arc::new(Session::new(id.clone(), init.protocol_version, init.capabilities, init.client_info));
+    let sess = Arc::new(Session::new(
+        id.clone(),
+        init.protocol_version,
+        init.capabilities,
+        init.client_info,
+    ));
     gw.register(sess);
     tracing::info!(session = %id, version = init.protocol_version, "session started");
     let mut resp = json_response(jsonrpc::response_ok(&req.id, &init.result));
@@ -287,8 +332,17 @@ fn initialize(gw: &Arc<Gateway>, req: &jsonrpc::Request) -> Response {
 }
 
 /// Serves a request: JSON if the answer comes first, else an SSE stream.
-async fn request(gw: &Arc<Gateway>, sess: Arc<Session>, req: jsonrpc::Request, sse_ok: bool) -> Response {
-    let log = sess.streams.lock().unwrap().open(gw.config.sessions.replay_events);
+async fn request(
+    gw: &Arc<Gateway>,
+    sess: Arc<Session>,
+    req: jsonrpc::Request,
+    sse_ok: bool,
+) -> Response {
+    let log = sess
+        .streams
+        .lock()
+        .unwrap()
+        .open(gw.config.sessions.replay_events);
     let (_, mut rx) = log.attach(0);
     let done_log = log.clone();
     let done_sess = sess.clone();
@@ -409,20 +463,22 @@ fn event_stream(
 
 async fn get_mcp(State(st): State<AppState>, headers: HeaderMap) -> Response {
     if let Err(r) = st.guard.check(&headers) {
-        return r;
+        return r.into_response();
     }
     if !accepts(&headers, "text/event-stream") {
         return rpc_error(
             StatusCode::NOT_ACCEPTABLE,
-            RpcError::invalid_request("Not Acceptable: GET /mcp opens an SSE stream; Accept must include text/event-stream"),
+            RpcError::invalid_request(
+                "Not Acceptable: GET /mcp opens an SSE stream; Accept must include text/event-stream",
+            ),
         );
     }
     let sess = match session(&st.gw, &headers) {
         Ok(s) => s,
-        Err(r) => return r,
+        Err(r) => return r.into_response(),
     };
     if let Err(r) = check_version(&headers) {
-        return r;
+        return r.into_response();
     }
     sess.touch();
     if let Some(last) = headers.get(mcp_header::LAST_EVENT_ID) {
@@ -433,7 +489,9 @@ async fn get_mcp(State(st): State<AppState>, headers: HeaderMap) -> Response {
         let Some((stream_id, seq)) = parsed else {
             return rpc_error(
                 StatusCode::BAD_REQUEST,
-                RpcError::invalid_request(format!("Bad Request: Last-Event-ID `{last}` is not an event id of this server")),
+                RpcError::invalid_request(format!(
+                    "Bad Request: Last-Event-ID `{last}` is not an event id of this server"
+                )),
             );
         };
         let log = sess.streams.lock().unwrap().by_id.get(&stream_id).cloned();
@@ -451,7 +509,9 @@ async fn get_mcp(State(st): State<AppState>, headers: HeaderMap) -> Response {
     }
     let log = {
         let mut streams = sess.streams.lock().unwrap();
-        if let Some(cur) = streams.standalone.and_then(|id| streams.by_id.get(&id).cloned())
+        if let Some(cur) = streams
+            .standalone
+            .and_then(|id| streams.by_id.get(&id).cloned())
             && cur.has_reader()
         {
             return rpc_error(
@@ -474,11 +534,11 @@ async fn get_mcp(State(st): State<AppState>, headers: HeaderMap) -> Response {
 
 async fn delete_mcp(State(st): State<AppState>, headers: HeaderMap) -> Response {
     if let Err(r) = st.guard.check(&headers) {
-        return r;
+        return r.into_response();
     }
     let sess = match session(&st.gw, &headers) {
         Ok(s) => s,
-        Err(r) => return r,
+        Err(r) => return r.into_response(),
     };
     st.gw.end_session(&sess.id);
     tracing::info!(session = %sess.id, "session ended by the client");
@@ -506,8 +566,16 @@ async fn readyz(State(st): State<AppState>) -> Response {
             })
         })
         .collect();
-    let status = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
-    (status, json_response(json!({"ready": ready, "servers": servers}).to_string())).into_response()
+    let status = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (
+        status,
+        json_response(json!({"ready": ready, "servers": servers}).to_string()),
+    )
+        .into_response()
 }
 
 #[allow(dead_code)]

@@ -87,7 +87,9 @@ impl Session {
 
     /// True when the client declared capability `name` at initialize.
     pub fn client_supports(&self, name: &str) -> bool {
-        self.client_capabilities.get(name).is_some_and(|v| !v.is_null())
+        self.client_capabilities
+            .get(name)
+            .is_some_and(|v| !v.is_null())
     }
 
     /// Sets where unsolicited messages go.
@@ -222,9 +224,17 @@ impl StreamLog {
 
     /// Attaches a reader: returns the logged events after `after` and a
     /// receiver for the rest (ends at once if the stream is done).
-    pub(crate) fn attach(&self, after: u64) -> (Vec<(u64, Arc<str>)>, mpsc::UnboundedReceiver<StreamItem>) {
+    pub(crate) fn attach(
+        &self,
+        after: u64,
+    ) -> (Vec<(u64, Arc<str>)>, mpsc::UnboundedReceiver<StreamItem>) {
         let mut g = self.inner.lock().unwrap();
-        let replay = g.events.iter().filter(|(s, _)| *s > after).cloned().collect();
+        let replay = g
+            .events
+            .iter()
+            .filter(|(s, _)| *s > after)
+            .cloned()
+            .collect();
         let (tx, rx) = mpsc::unbounded_channel();
         if g.done {
             let _ = tx.send((0, None));
@@ -236,7 +246,12 @@ impl StreamLog {
 
     /// True while a reader is attached.
     pub(crate) fn has_reader(&self) -> bool {
-        self.inner.lock().unwrap().live.as_ref().is_some_and(|l| !l.is_closed())
+        self.inner
+            .lock()
+            .unwrap()
+            .live
+            .as_ref()
+            .is_some_and(|l| !l.is_closed())
     }
 }
 

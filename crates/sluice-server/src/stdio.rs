@@ -39,7 +39,10 @@ pub async fn serve(
     let mut buf = Vec::new();
     loop {
         buf.clear();
-        let n = (&mut reader).take(max as u64 + 1).read_until(b'\n', &mut buf).await?;
+        let n = (&mut reader)
+            .take(max as u64 + 1)
+            .read_until(b'\n', &mut buf)
+            .await?;
         if n == 0 {
             break;
         }
@@ -65,31 +68,36 @@ pub async fn serve(
             }
         };
         match (msg, &session) {
-            (Message::Request(r), _) if r.method == "initialize" => match gw.initialize(r.params.as_deref()) {
-                Ok(init) => {
-                    if let Some(old) = session.take() {
-                        gw.end_session(&old.id);
+            (Message::Request(r), _) if r.method == "initialize" => {
+                match gw.initialize(r.params.as_deref()) {
+                    Ok(init) => {
+                        if let Some(old) = session.take() {
+                            gw.end_session(&old.id);
+                        }
+                        let s = Arc::new(Session::new(
+                            "stdio".into(),
+                            init.protocol_version,
+                            init.capabilities,
+                            init.client_info,
+                        ));
+                        s.set_unsolicited(Some(out.clone()));
+                        gw.register(s.clone());
+                        session = Some(s);
+                        let _ = tx.send(jsonrpc::response_ok(&r.id, &init.result));
                     }
-                    let s = Arc::new(Session::new(
-                        "stdio".into(),
-                        init.protocol_version,
-                        init.capabilities,
-                        init.client_info,
-                    ));
-                    s.set_unsolicited(Some(out.clone()));
-                    gw.register(s.clone());
-                    session = Some(s);
-                    let _ = tx.send(jsonrpc::response_ok(&r.id, &init.result));
+                    Err(e) => {
+                        let _ = tx.send(jsonrpc::response_err(Some(&r.id), &e.to_json()));
+                    }
                 }
-                Err(e) => {
-                    let _ = tx.send(jsonrpc::response_err(Some(&r.id), &e.to_json()));
-                }
-            },
+            }
             (Message::Request(r), None) if r.method == "ping" => {
                 let _ = tx.send(jsonrpc::response_ok(&r.id, "{}"));
             }
             (Message::Request(r), None) => {
-                let err = RpcError::invalid_request(format!("`{}` before initialize; send initialize first", r.method));
+                let err = RpcError::invalid_request(format!(
+                    "`{}` before initialize; send initialize first",
+                    r.method
+                ));
                 let _ = tx.send(jsonrpc::response_err(Some(&r.id), &err.to_json()));
             }
             (Message::Request(r), Some(s)) => {

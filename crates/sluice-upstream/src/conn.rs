@@ -27,7 +27,11 @@ impl Conn {
         }
     }
 
-    pub(crate) async fn notify(&self, method: &str, params: Option<&str>) -> Result<(), UpstreamError> {
+    pub(crate) async fn notify(
+        &self,
+        method: &str,
+        params: Option<&str>,
+    ) -> Result<(), UpstreamError> {
         match self {
             Conn::Duplex(d) => d.notify(method, params),
             Conn::Http(h) => h.notify(method, params).await,

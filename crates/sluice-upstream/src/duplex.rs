@@ -94,7 +94,9 @@ impl Duplex {
             .is_err()
         {
             guard.armed = false;
-            return Err(UpstreamError::Unavailable("the connection is closed".into()));
+            return Err(UpstreamError::Unavailable(
+                "the connection is closed".into(),
+            ));
         }
         match tokio::time::timeout(ctx.timeout, rx).await {
             Ok(Ok(r)) => {
@@ -214,7 +216,10 @@ impl Duplex {
                         Ok(reply) => reply_line(&id, reply),
                         Err(_) => jsonrpc::response_err(
                             Some(&id),
-                            &sluice_mcp::RpcError::internal("the gateway could not deliver this request to a client").to_json(),
+                            &sluice_mcp::RpcError::internal(
+                                "the gateway could not deliver this request to a client",
+                            )
+                            .to_json(),
                         ),
                     };
                     let _ = out.send(line);
@@ -246,7 +251,9 @@ impl Duplex {
         let unsent = match sink {
             Some(s) => match s.send(Related::Notification { method, params }) {
                 Ok(()) => return,
-                Err(mpsc::error::SendError(Related::Notification { method, params })) => (method, params),
+                Err(mpsc::error::SendError(Related::Notification { method, params })) => {
+                    (method, params)
+                }
                 Err(_) => return,
             },
             None => (method, params),

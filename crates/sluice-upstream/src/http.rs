@@ -64,7 +64,10 @@ impl HttpConn {
     }
 
     /// Runs the initialize handshake and records the session id and version.
-    pub(crate) async fn initialize(self: &Arc<Self>, timeout: Duration) -> Result<InitOutcome, UpstreamError> {
+    pub(crate) async fn initialize(
+        self: &Arc<Self>,
+        timeout: Duration,
+    ) -> Result<InitOutcome, UpstreamError> {
         *self.session.write().unwrap() = None;
         let body = jsonrpc::request(&Id::Num(0), "initialize", Some(&crate::initialize_params()));
         let resp = self.post(body, timeout).await?;
@@ -93,14 +96,21 @@ impl HttpConn {
             .headers(self.headers.clone())
             .header(ACCEPT, ACCEPT_BOTH)
             .header(CONTENT_TYPE, "application/json")
-            .header(header::PROTOCOL_VERSION, self.protocol.read().unwrap().clone());
+            .header(
+                header::PROTOCOL_VERSION,
+                self.protocol.read().unwrap().clone(),
+            );
         if let Some(sid) = self.session.read().unwrap().clone() {
             rb = rb.header(header::SESSION_ID, sid);
         }
         rb.body(body)
     }
 
-    async fn post(&self, body: String, timeout: Duration) -> Result<reqwest::Response, UpstreamError> {
+    async fn post(
+        &self,
+        body: String,
+        timeout: Duration,
+    ) -> Result<reqwest::Response, UpstreamError> {
         let fut = self.request_builder(body).send();
         match tokio::time::timeout(timeout, fut).await {
             Err(_) => Err(UpstreamError::Timeout(timeout)),
@@ -168,12 +178,19 @@ impl HttpConn {
                 }
             }
         }
-        Err(UpstreamError::Protocol("the server keeps rejecting its new session".into()))
+        Err(UpstreamError::Protocol(
+            "the server keeps rejecting its new session".into(),
+        ))
     }
 
     /// Sends a notification or a response (expects 202).
-    pub(crate) async fn notify(&self, method: &str, params: Option<&str>) -> Result<(), UpstreamError> {
-        self.send_message(jsonrpc::notification(method, params)).await
+    pub(crate) async fn notify(
+        &self,
+        method: &str,
+        params: Option<&str>,
+    ) -> Result<(), UpstreamError> {
+        self.send_message(jsonrpc::notification(method, params))
+            .await
     }
 
     async fn send_message(&self, body: String) -> Result<(), UpstreamError> {
@@ -222,8 +239,12 @@ impl HttpConn {
                 .await
                 .map_err(|e| UpstreamError::Transport(root_cause(&e)))?;
             return match Message::parse(&bytes) {
-                Ok(Message::Response(r)) if r.id == Id::Num(id as i64) => r.outcome.map_err(UpstreamError::Rpc),
-                Ok(_) => Err(UpstreamError::Protocol("expected the response to the request".into())),
+                Ok(Message::Response(r)) if r.id == Id::Num(id as i64) => {
+                    r.outcome.map_err(UpstreamError::Rpc)
+                }
+                Ok(_) => Err(UpstreamError::Protocol(
+                    "expected the response to the request".into(),
+                )),
                 Err(e) => Err(UpstreamError::Protocol(e.error.message)),
             };
         }
@@ -242,7 +263,9 @@ impl HttpConn {
                     Ok(Message::Response(r)) => {
                         tracing::debug!(server = %self.name, id = %r.id, "unexpected response on a POST stream; dropped")
                     }
-                    Ok(Message::Notification(n)) => self.related_notification(ctx, n.method, n.params),
+                    Ok(Message::Notification(n)) => {
+                        self.related_notification(ctx, n.method, n.params)
+                    }
                     Ok(Message::Request(r)) => self.related_request(ctx.related.as_ref(), r),
                     Err(e) => {
                         tracing::warn!(server = %self.name, error = %e.error.message, "invalid message on an upstream stream; dropped")
@@ -256,7 +279,8 @@ impl HttpConn {
     }
 
     fn related_notification(&self, ctx: &CallCtx, method: String, params: Option<Box<RawValue>>) {
-        let is_global = method.ends_with("/list_changed") || method == "notifications/resources/updated";
+        let is_global =
+            method.ends_with("/list_changed") || method == "notifications/resources/updated";
         if !is_global && let Some(sink) = &ctx.related {
             let ok = if method == "notifications/progress" {
                 ctx.progress_token.is_some()
@@ -277,7 +301,11 @@ impl HttpConn {
     }
 
     /// Relays a server-to-client request and POSTs the client's answer back.
-    fn related_request(self: &Arc<Self>, sink: Option<&mpsc::UnboundedSender<Related>>, r: jsonrpc::Request) {
+    fn related_request(
+        self: &Arc<Self>,
+        sink: Option<&mpsc::UnboundedSender<Related>>,
+        r: jsonrpc::Request,
+    ) {
         let (tx, rx) = oneshot::channel();
         let delivered = match sink {
             Some(s) => s
@@ -307,8 +335,10 @@ impl HttpConn {
                 Ok(reply) => reply_line(&id, reply),
                 Err(_) => jsonrpc::response_err(
                     Some(&id),
-                    &sluice_mcp::RpcError::internal("the gateway could not deliver this request to a client")
-                        .to_json(),
+                    &sluice_mcp::RpcError::internal(
+                        "the gateway could not deliver this request to a client",
+                    )
+                    .to_json(),
                 ),
             };
             if let Err(e) = this.send_message(line).await {
@@ -328,7 +358,10 @@ impl HttpConn {
                 .get(&this.url)
                 .headers(this.headers.clone())
                 .header(ACCEPT, "text/event-stream")
-                .header(header::PROTOCOL_VERSION, this.protocol.read().unwrap().clone());
+                .header(
+                    header::PROTOCOL_VERSION,
+                    this.protocol.read().unwrap().clone(),
+                );
             if let Some(sid) = this.session.read().unwrap().clone() {
                 rb = rb.header(header::SESSION_ID, sid);
             }
@@ -359,7 +392,9 @@ impl HttpConn {
                 Ok(resp) => {
                     tracing::debug!(server = %this.name, status = resp.status().as_u16(), "upstream GET stream refused")
                 }
-                Err(e) => tracing::debug!(server = %this.name, error = %root_cause(&e), "upstream GET stream failed"),
+                Err(e) => {
+                    tracing::debug!(server = %this.name, error = %root_cause(&e), "upstream GET stream failed")
+                }
             }
             tokio::time::sleep(backoff).await;
             backoff = (backoff * 2).min(Duration::from_secs(30));
@@ -368,7 +403,8 @@ impl HttpConn {
 
     /// Ends the upstream session (DELETE), best effort.
     pub(crate) async fn close(&self) {
-        if let Some(sid) = self.session.read().unwrap().clone() {
+        let sid = self.session.read().unwrap().clone();
+        if let Some(sid) = sid {
             let _ = self
                 .client
                 .delete(&self.url)
@@ -404,18 +440,30 @@ impl Drop for CancelGuard {
     }
 }
 
+/// Where a legacy HTTP+SSE server is.
+pub(crate) struct SseTarget<'a> {
+    pub server: usize,
+    pub name: &'a str,
+    pub client: &'a reqwest::Client,
+    pub url: &'a str,
+    pub headers: &'a HeaderMap,
+}
+
 /// Connects to a legacy HTTP+SSE server: GET the stream, wait for the
 /// `endpoint` event, then POST every message there. `closed` fires when the stream ends.
 pub(crate) async fn connect_legacy_sse(
-    server: usize,
-    name: &str,
-    client: &reqwest::Client,
-    url: &str,
-    headers: &HeaderMap,
+    target: SseTarget<'_>,
     events: mpsc::UnboundedSender<UpstreamEvent>,
     closed: oneshot::Sender<String>,
     timeout: Duration,
 ) -> Result<Arc<Duplex>, UpstreamError> {
+    let SseTarget {
+        server,
+        name,
+        client,
+        url,
+        headers,
+    } = target;
     let resp = tokio::time::timeout(
         timeout,
         client
@@ -426,7 +474,9 @@ pub(crate) async fn connect_legacy_sse(
     )
     .await
     .map_err(|_| UpstreamError::Timeout(timeout))?
-    .map_err(|e| UpstreamError::Unavailable(format!("cannot connect to {url}: {}", root_cause(&e))))?;
+    .map_err(|e| {
+        UpstreamError::Unavailable(format!("cannot connect to {url}: {}", root_cause(&e)))
+    })?;
     let status = resp.status().as_u16();
     if status == 401 || status == 403 {
         return Err(UpstreamError::Unauthorized(status));
@@ -481,11 +531,16 @@ pub(crate) async fn connect_legacy_sse(
                 .await;
             match res {
                 Ok(r) if r.status().is_success() => {}
-                Ok(r) => tracing::warn!(server = %n, status = r.status().as_u16(), "legacy SSE upstream refused a message"),
+                Ok(r) => {
+                    tracing::warn!(server = %n, status = r.status().as_u16(), "legacy SSE upstream refused a message")
+                }
                 Err(e) => {
                     tracing::warn!(server = %n, error = %root_cause(&e), "legacy SSE upstream unreachable");
                     if let Some(d) = writer_duplex.upgrade() {
-                        d.close(format!("cannot reach the message endpoint: {}", root_cause(&e)));
+                        d.close(format!(
+                            "cannot reach the message endpoint: {}",
+                            root_cause(&e)
+                        ));
                     }
                 }
             }

@@ -89,7 +89,12 @@ impl Upstream {
     }
 
     pub fn is_connected(&self) -> bool {
-        self.state.read().unwrap().conn.as_ref().is_some_and(|c| !c.is_closed())
+        self.state
+            .read()
+            .unwrap()
+            .conn
+            .as_ref()
+            .is_some_and(|c| !c.is_closed())
     }
 
     /// The last connection error and when it happened.
@@ -146,7 +151,9 @@ impl Upstream {
                     Ok(()) => {
                         backoff = Duration::from_millis(500);
                         tracing::info!(server = %this.name(), "upstream connected");
-                        let _ = this.events.send(UpstreamEvent::Connected { server: this.index });
+                        let _ = this
+                            .events
+                            .send(UpstreamEvent::Connected { server: this.index });
                         if let Some(tx) = first.take() {
                             let _ = tx.send(());
                         }
@@ -206,7 +213,9 @@ impl Upstream {
                     self.events.clone(),
                     closed,
                 )
-                .map_err(|e| UpstreamError::Unavailable(format!("cannot start `{command}`: {e}")))?;
+                .map_err(|e| {
+                    UpstreamError::Unavailable(format!("cannot start `{command}`: {e}"))
+                })?;
                 (Conn::Duplex(child.duplex), Some(child.pgid))
             }
             Transport::Http { url, headers, mode } => {
@@ -247,11 +256,13 @@ impl Upstream {
                     }
                 }
                 let d = http::connect_legacy_sse(
-                    self.index,
-                    self.name(),
-                    &self.client,
-                    url,
-                    &headers,
+                    http::SseTarget {
+                        server: self.index,
+                        name: self.name(),
+                        client: &self.client,
+                        url,
+                        headers: &headers,
+                    },
                     self.events.clone(),
                     closed,
                     timeout,
@@ -262,7 +273,11 @@ impl Upstream {
         };
         let handshake = async {
             let result = conn
-                .request("initialize", Some(&crate::initialize_params()), CallCtx::new(timeout))
+                .request(
+                    "initialize",
+                    Some(&crate::initialize_params()),
+                    CallCtx::new(timeout),
+                )
                 .await?;
             let info = parse_info(&result)?;
             conn.notify("notifications/initialized", None).await?;
@@ -320,8 +335,9 @@ fn header_map(headers: &[(String, sluice_config::Secret)]) -> Result<HeaderMap, 
     for (k, v) in headers {
         let name = HeaderName::from_bytes(k.as_bytes())
             .map_err(|_| UpstreamError::Protocol(format!("header name `{k}` is invalid")))?;
-        let mut value = HeaderValue::from_str(v.expose())
-            .map_err(|_| UpstreamError::Protocol(format!("the value of header `{k}` is invalid")))?;
+        let mut value = HeaderValue::from_str(v.expose()).map_err(|_| {
+            UpstreamError::Protocol(format!("the value of header `{k}` is invalid"))
+        })?;
         value.set_sensitive(true);
         map.insert(name, value);
     }

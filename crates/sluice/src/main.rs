@@ -10,7 +10,11 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 #[derive(Parser)]
-#[command(name = "sluice", version, about = "A production gateway for the Model Context Protocol")]
+#[command(
+    name = "sluice",
+    version,
+    about = "A production gateway for the Model Context Protocol"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -49,7 +53,9 @@ fn main() -> ExitCode {
         )
         .init();
     let path = match &cli.command {
-        Command::Serve { config, .. } | Command::Stdio { config } | Command::Check { config } => config.clone(),
+        Command::Serve { config, .. } | Command::Stdio { config } | Command::Check { config } => {
+            config.clone()
+        }
     };
     let config = match Config::load(&path) {
         Ok(c) => c,

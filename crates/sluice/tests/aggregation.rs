@@ -18,14 +18,26 @@ struct HttpFixture {
 impl HttpFixture {
     fn start() -> HttpFixture {
         let mut child = Command::new(sibling_bin("sluice-fixture"))
-            .args(["--name", "remote-fixture", "http", "--listen", "127.0.0.1:0"])
+            .args([
+                "--name",
+                "remote-fixture",
+                "http",
+                "--listen",
+                "127.0.0.1:0",
+            ])
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
             .unwrap();
         let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
-        let url = line.trim().strip_prefix("listening on ").expect("fixture prints its URL").to_string();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let url = line
+            .trim()
+            .strip_prefix("listening on ")
+            .expect("fixture prints its URL")
+            .to_string();
         HttpFixture { child, url }
     }
 }
@@ -77,7 +89,11 @@ async fn two_stdio_servers_and_one_http_server_are_served_as_one() {
     assert_eq!(init["protocolVersion"], "2025-11-25");
     assert_eq!(init["serverInfo"]["name"], "sluice");
     assert!(init["capabilities"]["tools"].is_object());
-    assert!(init["capabilities"]["resources"]["subscribe"].as_bool().unwrap());
+    assert!(
+        init["capabilities"]["resources"]["subscribe"]
+            .as_bool()
+            .unwrap()
+    );
 
     let tools = c.call("tools/list", json!({})).await;
     let names = names(&tools, "tools");
@@ -87,12 +103,19 @@ async fn two_stdio_servers_and_one_http_server_are_served_as_one() {
             assert!(names.contains(&n), "missing {n} in {names:?}");
         }
     }
-    assert!(names.iter().all(|n| n.len() <= 64 && n.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')));
+    assert!(names.iter().all(|n| {
+        n.len() <= 64
+            && n.chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+    }));
 
     // Calls reach the right server, over stdio and HTTP alike.
     for server in ["alpha", "beta", "remote"] {
         let r = c
-            .call("tools/call", json!({"name": format!("{server}__echo"), "arguments": {"text": server}}))
+            .call(
+                "tools/call",
+                json!({"name": format!("{server}__echo"), "arguments": {"text": server}}),
+            )
             .await;
         assert_eq!(r["content"][0]["text"], server, "{r}");
     }
@@ -100,15 +123,25 @@ async fn two_stdio_servers_and_one_http_server_are_served_as_one() {
     // Prompts are prefixed too; resources keep their URIs.
     let prompts = c.call("prompts/list", json!({})).await;
     assert!(names_of(&prompts, "prompts").contains(&"remote__test_simple_prompt".to_string()));
-    let r = c.call("prompts/get", json!({"name": "beta__test_simple_prompt"})).await;
+    let r = c
+        .call("prompts/get", json!({"name": "beta__test_simple_prompt"}))
+        .await;
     assert!(r["messages"].is_array(), "{r}");
-    let r = c.call("resources/read", json!({"uri": "test://static-text"})).await;
+    let r = c
+        .call("resources/read", json!({"uri": "test://static-text"}))
+        .await;
     assert!(r["contents"][0]["text"].is_string(), "{r}");
 
     // An unknown tool of a known server names both.
-    let r = c.request(9, "tools/call", json!({"name": "alpha__nope"})).await;
+    let r = c
+        .request(9, "tools/call", json!({"name": "alpha__nope"}))
+        .await;
     assert_eq!(r.error_code(), -32602);
-    assert!(r.body.contains("alpha__nope") && r.body.contains("`alpha`"), "{}", r.body);
+    assert!(
+        r.body.contains("alpha__nope") && r.body.contains("`alpha`"),
+        "{}",
+        r.body
+    );
 }
 
 fn names_of(list: &Value, key: &str) -> Vec<String> {
@@ -129,18 +162,27 @@ async fn fields_the_gateway_does_not_know_reach_the_client_unchanged() {
             .iter()
             .find(|t| t["name"] == format!("{server}__passthrough_probe"))
             .unwrap_or_else(|| panic!("no probe of {server}"));
-        assert_eq!(probe["_meta"]["com.example/vendor"], json!({"k": [1, 2]}), "{probe}");
+        assert_eq!(
+            probe["_meta"]["com.example/vendor"],
+            json!({"k": [1, 2]}),
+            "{probe}"
+        );
         assert_eq!(probe["annotations"]["x-custom"], "kept");
         assert_eq!(probe["execution"]["taskSupport"], "optional");
         assert_eq!(probe["x-future-field"], json!({"nested": true}));
 
         let r = c
-            .call("tools/call", json!({"name": format!("{server}__passthrough_probe"), "arguments": {}}))
+            .call(
+                "tools/call",
+                json!({"name": format!("{server}__passthrough_probe"), "arguments": {}}),
+            )
             .await;
         assert_eq!(r["x-result-extra"], 42, "{r}");
         assert_eq!(r["_meta"]["com.example/trace"], "abc", "{r}");
     }
-    let r = c.call("resources/read", json!({"uri": "test://passthrough"})).await;
+    let r = c
+        .call("resources/read", json!({"uri": "test://passthrough"}))
+        .await;
     assert_eq!(r["contents"][0]["x-content-extra"], "kept", "{r}");
     assert!(r["contents"][0]["_meta"].is_object(), "{r}");
 }
@@ -161,10 +203,23 @@ async fn progress_reaches_the_client_with_its_own_token_and_a_broken_stream_resu
         )
         .await;
     let msgs = r.messages();
-    let progress: Vec<&Value> = msgs.iter().filter(|m| m["method"] == "notifications/progress").collect();
+    let progress: Vec<&Value> = msgs
+        .iter()
+        .filter(|m| m["method"] == "notifications/progress")
+        .collect();
     assert!(!progress.is_empty(), "{}", r.body);
-    assert!(progress.iter().all(|p| p["params"]["progressToken"] == "mine-1"), "{}", r.body);
-    assert!(r.body.starts_with("id: "), "SSE with a priming event: {}", r.body);
+    assert!(
+        progress
+            .iter()
+            .all(|p| p["params"]["progressToken"] == "mine-1"),
+        "{}",
+        r.body
+    );
+    assert!(
+        r.body.starts_with("id: "),
+        "SSE with a priming event: {}",
+        r.body
+    );
 
     // Break a stream after its first event, then resume with Last-Event-ID.
     let mut resp = c
@@ -196,7 +251,12 @@ async fn progress_reaches_the_client_with_its_own_token_and_a_broken_stream_resu
     .await;
     assert_eq!(r.status, 200, "{}", r.body);
     let responses: Vec<Value> = r.messages().into_iter().filter(|m| m["id"] == 22).collect();
-    assert_eq!(responses.len(), 1, "the missed response, exactly once: {}", r.body);
+    assert_eq!(
+        responses.len(),
+        1,
+        "the missed response, exactly once: {}",
+        r.body
+    );
     assert!(responses[0]["result"]["content"].is_array(), "{}", r.body);
 }
 

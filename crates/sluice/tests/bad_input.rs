@@ -22,11 +22,14 @@ async fn every_kind_of_bad_input_gets_its_error_and_the_gateway_keeps_serving() 
     assert_eq!(r.error_code(), -32600);
     assert!(r.body.contains("jsonrpc"), "{}", r.body);
 
-    let r = c.post(json!({"jsonrpc":"2.0","id":1,"method":"ping"}).to_string()).await;
+    let r = c
+        .post(json!({"jsonrpc":"2.0","id":1,"method":"ping"}).to_string())
+        .await;
     assert_eq!(r.status, 400, "missing session id: {}", r.body);
     assert!(r.body.contains("Mcp-Session-Id"), "{}", r.body);
 
-    let big = json!({"jsonrpc":"2.0","id":1,"method":"ping","params":{"pad":"x".repeat(4096)}}).to_string();
+    let big = json!({"jsonrpc":"2.0","id":1,"method":"ping","params":{"pad":"x".repeat(4096)}})
+        .to_string();
     let r = c.post(big).await;
     assert_eq!(r.status, 413, "{}", r.body);
     assert!(r.body.contains("2048"), "{}", r.body);
@@ -46,7 +49,13 @@ async fn every_kind_of_bad_input_gets_its_error_and_the_gateway_keeps_serving() 
     .await;
     assert_eq!(r.status, 403, "{}", r.body);
 
-    let r = Client::send(c.http.post(&c.url).header("content-type", "text/plain").body("{}")).await;
+    let r = Client::send(
+        c.http
+            .post(&c.url)
+            .header("content-type", "text/plain")
+            .body("{}"),
+    )
+    .await;
     assert_eq!(r.status, 415, "{}", r.body);
 
     // A loopback Origin is fine.
@@ -71,18 +80,26 @@ async fn every_kind_of_bad_input_gets_its_error_and_the_gateway_keeps_serving() 
     assert_eq!(r.error_code(), -32602);
     assert!(r.body.contains("name"), "{}", r.body);
 
-    let r = c.request(4, "tools/call", json!({"name": "nowhere__tool"})).await;
+    let r = c
+        .request(4, "tools/call", json!({"name": "nowhere__tool"}))
+        .await;
     assert_eq!(r.error_code(), -32602);
     assert!(r.body.contains("nowhere__tool"), "{}", r.body);
 
-    let r = c.request(5, "resources/read", json!({"uri": "file:///etc/passwd"})).await;
+    let r = c
+        .request(5, "resources/read", json!({"uri": "file:///etc/passwd"}))
+        .await;
     assert_eq!(r.error_code(), -32602);
     assert!(r.body.contains("file:///etc/passwd"), "{}", r.body);
 
-    let r = c.request(6, "tools/list", json!({"cursor": "not-a-cursor"})).await;
+    let r = c
+        .request(6, "tools/list", json!({"cursor": "not-a-cursor"}))
+        .await;
     assert_eq!(r.error_code(), -32602);
 
-    let r = c.request(7, "logging/setLevel", json!({"level": "loud"})).await;
+    let r = c
+        .request(7, "logging/setLevel", json!({"level": "loud"}))
+        .await;
     assert_eq!(r.error_code(), -32602);
 
     let r = Client::send(
@@ -103,7 +120,12 @@ async fn every_kind_of_bad_input_gets_its_error_and_the_gateway_keeps_serving() 
     assert_eq!(r.response()["result"], json!({}));
 
     // An ended session is gone.
-    let r = Client::send(c.http.delete(&c.url).header("mcp-session-id", c.session.clone().unwrap())).await;
+    let r = Client::send(
+        c.http
+            .delete(&c.url)
+            .header("mcp-session-id", c.session.clone().unwrap()),
+    )
+    .await;
     assert_eq!(r.status, 200);
     let r = c.request(11, "ping", json!({})).await;
     assert_eq!(r.status, 404, "{}", r.body);
@@ -113,9 +135,17 @@ async fn every_kind_of_bad_input_gets_its_error_and_the_gateway_keeps_serving() 
 async fn health_endpoints_answer() {
     let gw = Gateway::start("health", "");
     let http = common::http();
-    let r = http.get(format!("{}/healthz", gw.base)).send().await.unwrap();
+    let r = http
+        .get(format!("{}/healthz", gw.base))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200);
-    let r = http.get(format!("{}/readyz", gw.base)).send().await.unwrap();
+    let r = http
+        .get(format!("{}/readyz", gw.base))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200);
     let v: serde_json::Value = serde_json::from_str(&r.text().await.unwrap()).unwrap();
     assert_eq!(v["ready"], true);
@@ -127,7 +157,11 @@ async fn an_unreachable_required_server_makes_readyz_fail_and_names_it() {
         "ready-down",
         "[[servers]]\nname = \"gone\"\nurl = \"http://127.0.0.1:9/mcp\"\ntimeout = \"2s\"\n",
     );
-    let r = common::http().get(format!("{}/readyz", gw.base)).send().await.unwrap();
+    let r = common::http()
+        .get(format!("{}/readyz", gw.base))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 503);
     let body = r.text().await.unwrap();
     assert!(body.contains("\"gone\""), "{body}");

@@ -9,8 +9,12 @@ use std::time::{Duration, Instant};
 fn children(ppid: u32) -> Vec<u32> {
     let mut out = Vec::new();
     for e in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else { continue };
-        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { continue };
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
         // Fields after the parenthesised command name: state, ppid, …
         let after = &stat[stat.rfind(')').unwrap() + 2..];
         let parent: u32 = after.split(' ').nth(1).unwrap().parse().unwrap();
@@ -56,7 +60,11 @@ fn kill_9_of_the_gateway_leaves_no_orphans() {
         .status()
         .unwrap();
     assert!(status.success());
-    assert_eq!(wait_gone(&kids), Vec::<u32>::new(), "children outlived a killed gateway");
+    assert_eq!(
+        wait_gone(&kids),
+        Vec::<u32>::new(),
+        "children outlived a killed gateway"
+    );
 }
 
 #[test]

@@ -44,14 +44,29 @@ fn stdio_front_end_serves_initialize_list_and_call() {
         }
     };
     send(json!({"jsonrpc":"2.0","id":1,"method":"tools/list"}));
-    assert_eq!(recv(1)["error"]["code"], -32600, "requests before initialize are refused");
-    send(json!({"jsonrpc":"2.0","id":2,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"t","version":"1"}}}));
+    assert_eq!(
+        recv(1)["error"]["code"],
+        -32600,
+        "requests before initialize are refused"
+    );
+    send(
+        json!({"jsonrpc":"2.0","id":2,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"t","version":"1"}}}),
+    );
     assert_eq!(recv(2)["result"]["protocolVersion"], "2025-06-18");
     send(json!({"jsonrpc":"2.0","method":"notifications/initialized"}));
     send(json!({"jsonrpc":"2.0","id":3,"method":"tools/list"}));
     let tools = recv(3);
-    assert!(tools["result"]["tools"].as_array().unwrap().iter().any(|t| t["name"] == "fx__echo"), "{tools}");
-    send(json!({"jsonrpc":"2.0","id":4,"method":"tools/call","params":{"name":"fx__echo","arguments":{"text":"over stdio"}}}));
+    assert!(
+        tools["result"]["tools"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|t| t["name"] == "fx__echo"),
+        "{tools}"
+    );
+    send(
+        json!({"jsonrpc":"2.0","id":4,"method":"tools/call","params":{"name":"fx__echo","arguments":{"text":"over stdio"}}}),
+    );
     assert_eq!(recv(4)["result"]["content"][0]["text"], "over stdio");
     writeln!(stdin, "{{broken").unwrap();
     stdin.flush().unwrap();
@@ -60,7 +75,10 @@ fn stdio_front_end_serves_initialize_list_and_call() {
     assert!(line.contains("-32700"), "{line}");
     drop(stdin);
     let status = child.wait().unwrap();
-    assert!(status.success(), "exits cleanly when stdin closes: {status}");
+    assert!(
+        status.success(),
+        "exits cleanly when stdin closes: {status}"
+    );
     let _ = std::fs::remove_dir_all(dir);
 }
 
@@ -83,7 +101,10 @@ fn check_reports_every_problem_with_its_key_and_exits_1() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("listen.addr"), "{err}");
     assert!(err.contains("servers[0].name"), "{err}");
-    assert!(err.contains("servers[1].headers.Authorization") && err.contains("SLUICE_TEST_UNSET_VAR"), "{err}");
+    assert!(
+        err.contains("servers[1].headers.Authorization") && err.contains("SLUICE_TEST_UNSET_VAR"),
+        "{err}"
+    );
     assert!(err.contains("3 problem"), "{err}");
 
     std::fs::write(&cfg, "[[servers]]\nname = \"ok\"\ncommand = \"x\"\n").unwrap();

@@ -35,7 +35,11 @@ pub fn sibling_bin(name: &str) -> PathBuf {
         .parent()
         .unwrap()
         .join(name);
-    assert!(p.exists(), "{} is not built; run `cargo build --workspace --bins` first", p.display());
+    assert!(
+        p.exists(),
+        "{} is not built; run `cargo build --workspace --bins` first",
+        p.display()
+    );
     p
 }
 
@@ -71,7 +75,10 @@ impl Gateway {
             Ok(u) => u,
             Err(_) => {
                 let _ = child.kill();
-                panic!("sluice did not start; logs:\n{}", logs.lock().unwrap().join("\n"));
+                panic!(
+                    "sluice did not start; logs:\n{}",
+                    logs.lock().unwrap().join("\n")
+                );
             }
         };
         let base = url.trim_end_matches("/mcp").to_string();
@@ -131,7 +138,9 @@ impl Reply {
             .unwrap_or_else(|| panic!("no response in: {}", self.body))
     }
     pub fn error_code(&self) -> i64 {
-        self.response()["error"]["code"].as_i64().unwrap_or_else(|| panic!("no error in: {}", self.body))
+        self.response()["error"]["code"]
+            .as_i64()
+            .unwrap_or_else(|| panic!("no error in: {}", self.body))
     }
 }
 
@@ -183,8 +192,10 @@ impl Client {
     }
 
     pub async fn initialize(&mut self) -> Value {
-        self.initialize_with(json!({"sampling": {}, "elicitation": {}, "roots": {"listChanged": true}}))
-            .await
+        self.initialize_with(
+            json!({"sampling": {}, "elicitation": {}, "roots": {"listChanged": true}}),
+        )
+        .await
     }
 
     pub async fn initialize_with(&mut self, caps: Value) -> Value {
