@@ -1,0 +1,373 @@
+//! The rules file: parsing and compilation.
+
+use regex::{Regex, RegexBuilder};
+use serde::{Deserialize, Serialize};
+
+/// The rule set shipped with this crate (`rules/rules.toml`).
+pub const BUILTIN_RULES_TOML: &str = include_str!("../rules/rules.toml");
+
+/// Format of the rules file this crate understands.
+pub const RULES_FORMAT: u32 = 1;
+
+/// Errors found while loading a rules file.
+#[derive(Debug, thiserror::Error)]
+pub enum RulesError {
+    #[error("rules file is not valid TOML: {0}")]
+    Toml(#[from] toml::de::Error),
+    #[error("rules file format {found} is not supported (expected {RULES_FORMAT})")]
+    Format { found: u32 },
+    #[error("rule {rule}: pattern {index} does not compile: {error}")]
+    Pattern {
+        rule: String,
+        index: usize,
+        error: String,
+    },
+    #[error("rule {rule}: {problem}")]
+    Invalid { rule: String, problem: String },
+}
+
+/// Severity of a rule, for reports (the weight is what scores).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Severity {
+    Info,
+    Low,
+    Medium,
+    High,
+    Critical,
+}
+
+impl Severity {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Severity::Info => "info",
+            Severity::Low => "low",
+            Severity::Medium => "medium",
+            Severity::High => "high",
+            Severity::Critical => "critical",
+        }
+    }
+}
+
+/// What is being scanned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Scope {
+    /// A tool definition (from `tools/list`).
+    Definition,
+    /// A server's `instructions` (from `initialize`).
+    Instructions,
+    /// A tool output (a `tools/call` result).
+    Output,
+}
+
+/// Which texts of a definition a rule reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Target {
+    /// Descriptions, titles, defaults, enums, annotations, `_meta`, outputs...
+    Text,
+    /// The tool's name.
+    Name,
+    /// Input-schema property names.
+    ParamName,
+}
+
+/// Built-in detectors implemented in code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Builtin {
+    InvisibleCharacters,
+    BidiControl,
+    UnicodeTags,
+    AnsiEscape,
+    EncodedPayload,
+    KnownToolReference,
+    NameCollision,
+    NameDuplicate,
+}
+
+impl Builtin {
+    fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "invisible-characters" => Builtin::InvisibleCharacters,
+            "bidi-control" => Builtin::BidiControl,
+            "unicode-tags" => Builtin::UnicodeTags,
+            "ansi-escape" => Builtin::AnsiEscape,
+            "encoded-payload" => Builtin::EncodedPayload,
+            "known-tool-reference" => Builtin::KnownToolReference,
+            "name-collision" => Builtin::NameCollision,
+            "name-duplicate" => Builtin::NameDuplicate,
+            _ => return None,
+        })
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RulesFile {
+    format: u32,
+    version: String,
+    thresholds: Thresholds,
+    #[serde(rename = "rule")]
+    rules: Vec<RuleSpec>,
+}
+
+/// Score thresholds of the verdicts.
+#[derive(Debug, Clone, Copy, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Thresholds {
+    pub suspicious: f64,
+    pub malicious: f64,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RuleSpec {
+    id: String,
+    description: String,
+    severity: Severity,
+    weight: f64,
+    #[serde(default)]
+    scopes: Vec<Scope>,
+    #[serde(default)]
+    targets: Vec<Target>,
+    #[serde(default)]
+    patterns: Vec<String>,
+    #[serde(default)]
+    case_sensitive: bool,
+    #[serde(default)]
+    near: Vec<NearSpec>,
+    #[serde(default)]
+    unless_near: Vec<NearSpec>,
+    #[serde(default)]
+    other_tool: bool,
+    #[serde(default)]
+    stack: bool,
+    max_weight: Option<f64>,
+    builtin: Option<String>,
+    examples: Examples,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NearSpec {
+    #[serde(default)]
+    patterns: Vec<String>,
+    #[serde(default = "default_window")]
+    window: usize,
+    #[serde(default)]
+    schema_params: bool,
+}
+
+fn default_window() -> usize {
+    150
+}
+
+/// Positive and negative examples of a rule (checked by the test suite).
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Examples {
+    #[serde(default)]
+    pub positive: Vec<String>,
+    #[serde(default)]
+    pub negative: Vec<String>,
+}
+
+#[derive(Debug)]
+pub(crate) struct Near {
+    pub patterns: Vec<Regex>,
+    pub window: usize,
+    pub schema_params: bool,
+}
+
+#[derive(Debug)]
+pub(crate) enum Matcher {
+    Patterns(Vec<Regex>),
+    Builtin(Builtin),
+}
+
+/// A compiled rule.
+#[derive(Debug)]
+pub struct Rule {
+    pub id: String,
+    pub description: String,
+    pub severity: Severity,
+    pub weight: f64,
+    pub scopes: Vec<Scope>,
+    pub targets: Vec<Target>,
+    pub stack: bool,
+    pub max_weight: f64,
+    pub examples: Examples,
+    pub(crate) other_tool: bool,
+    pub(crate) matcher: Matcher,
+    pub(crate) near: Vec<Near>,
+    pub(crate) unless_near: Vec<Near>,
+}
+
+impl Rule {
+    pub fn applies_to(&self, scope: Scope) -> bool {
+        self.scopes.contains(&scope)
+    }
+    pub fn reads(&self, target: Target) -> bool {
+        self.targets.contains(&target)
+    }
+    /// Whether the rule is implemented in code rather than by patterns.
+    pub fn is_builtin(&self) -> bool {
+        matches!(self.matcher, Matcher::Builtin(_))
+    }
+    pub(crate) fn builtin(&self) -> Option<Builtin> {
+        match self.matcher {
+            Matcher::Builtin(b) => Some(b),
+            Matcher::Patterns(_) => None,
+        }
+    }
+}
+
+/// A compiled rule set.
+#[derive(Debug)]
+pub struct Ruleset {
+    pub version: String,
+    pub thresholds: Thresholds,
+    pub rules: Vec<Rule>,
+}
+
+fn compile(
+    rule: &str,
+    index: usize,
+    pattern: &str,
+    case_sensitive: bool,
+) -> Result<Regex, RulesError> {
+    RegexBuilder::new(pattern)
+        .case_insensitive(!case_sensitive)
+        .size_limit(50 << 20)
+        .build()
+        .map_err(|e| RulesError::Pattern {
+            rule: rule.to_string(),
+            index,
+            error: e.to_string(),
+        })
+}
+
+fn compile_near(rule: &str, specs: Vec<NearSpec>) -> Result<Vec<Near>, RulesError> {
+    specs
+        .into_iter()
+        .map(|n| {
+            if n.patterns.is_empty() && !n.schema_params {
+                return Err(RulesError::Invalid {
+                    rule: rule.to_string(),
+                    problem: "a near condition needs patterns or schema_params".into(),
+                });
+            }
+            Ok(Near {
+                patterns: n
+                    .patterns
+                    .iter()
+                    .enumerate()
+                    .map(|(i, p)| compile(rule, i, p, false))
+                    .collect::<Result<_, _>>()?,
+                window: n.window,
+                schema_params: n.schema_params,
+            })
+        })
+        .collect()
+}
+
+impl Ruleset {
+    /// Parse and compile a rules file.
+    pub fn from_toml(source: &str) -> Result<Self, RulesError> {
+        let file: RulesFile = toml::from_str(source)?;
+        if file.format != RULES_FORMAT {
+            return Err(RulesError::Format { found: file.format });
+        }
+        let mut seen = std::collections::HashSet::new();
+        let mut rules = Vec::with_capacity(file.rules.len());
+        for spec in file.rules {
+            let id = spec.id.clone();
+            let invalid = |problem: &str| RulesError::Invalid {
+                rule: id.clone(),
+                problem: problem.to_string(),
+            };
+            if !seen.insert(spec.id.clone()) {
+                return Err(invalid("duplicate rule id"));
+            }
+            if !(0.0..=1.0).contains(&spec.weight) {
+                return Err(invalid("weight must be within 0..1"));
+            }
+            if spec.examples.positive.is_empty() || spec.examples.negative.is_empty() {
+                return Err(invalid(
+                    "every rule needs a positive and a negative example",
+                ));
+            }
+            let matcher = match (&spec.builtin, spec.patterns.is_empty()) {
+                (Some(name), true) => Matcher::Builtin(
+                    Builtin::parse(name).ok_or_else(|| invalid("unknown builtin detector"))?,
+                ),
+                (Some(_), false) => return Err(invalid("a builtin rule has no patterns")),
+                (None, true) => return Err(invalid("a rule needs patterns or a builtin")),
+                (None, false) => Matcher::Patterns(
+                    spec.patterns
+                        .iter()
+                        .enumerate()
+                        .map(|(i, p)| compile(&spec.id, i, p, spec.case_sensitive))
+                        .collect::<Result<_, _>>()?,
+                ),
+            };
+            if spec.other_tool {
+                if let Matcher::Patterns(ps) = &matcher {
+                    for (i, p) in ps.iter().enumerate() {
+                        if !p.capture_names().flatten().any(|n| n.starts_with("tool")) {
+                            return Err(RulesError::Invalid {
+                                rule: spec.id.clone(),
+                                problem: format!(
+                                    "other_tool: pattern {i} has no (?P<tool>...) group"
+                                ),
+                            });
+                        }
+                    }
+                }
+            }
+            rules.push(Rule {
+                near: compile_near(&spec.id, spec.near)?,
+                unless_near: compile_near(&spec.id, spec.unless_near)?,
+                id: spec.id,
+                description: spec.description,
+                severity: spec.severity,
+                weight: spec.weight,
+                scopes: if spec.scopes.is_empty() {
+                    vec![Scope::Definition, Scope::Instructions, Scope::Output]
+                } else {
+                    spec.scopes
+                },
+                targets: if spec.targets.is_empty() {
+                    vec![Target::Text, Target::Name, Target::ParamName]
+                } else {
+                    spec.targets
+                },
+                stack: spec.stack,
+                max_weight: spec.max_weight.unwrap_or(spec.weight).clamp(0.0, 1.0),
+                examples: spec.examples,
+                other_tool: spec.other_tool,
+                matcher,
+            });
+        }
+        if !(0.0 < file.thresholds.suspicious
+            && file.thresholds.suspicious <= file.thresholds.malicious
+            && file.thresholds.malicious <= 1.0)
+        {
+            return Err(RulesError::Invalid {
+                rule: "thresholds".into(),
+                problem: "need 0 < suspicious <= malicious <= 1".into(),
+            });
+        }
+        Ok(Ruleset {
+            version: file.version,
+            thresholds: file.thresholds,
+            rules,
+        })
+    }
+
+    /// The rule with this id.
+    pub fn rule(&self, id: &str) -> Option<&Rule> {
+        self.rules.iter().find(|r| r.id == id)
+    }
+}
