@@ -65,8 +65,11 @@ pub enum Scope {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Target {
-    /// Descriptions, titles, defaults, enums, annotations, `_meta`, outputs...
+    /// Descriptions, titles, defaults, enums, annotations, `_meta`, outputs... (includes
+    /// the texts inside the input schema).
     Text,
+    /// Only the texts inside the input schema (property descriptions, defaults, enums).
+    ParamText,
     /// The tool's name.
     Name,
     /// Input-schema property names.
@@ -210,6 +213,7 @@ impl Rule {
     }
     pub fn reads(&self, target: Target) -> bool {
         self.targets.contains(&target)
+            || (target == Target::ParamText && self.targets.contains(&Target::Text))
     }
     /// Whether the rule is implemented in code rather than by patterns.
     pub fn is_builtin(&self) -> bool {

@@ -124,6 +124,7 @@ struct Extraction {
     obfuscation: Obfuscation,
     tool_name: Option<String>,
     params: Vec<String>,
+    in_input_schema: bool,
 }
 
 const MAX_DECODE_DEPTH: usize = 3;
@@ -135,8 +136,13 @@ impl Extraction {
         }
         let n = normalize::normalize(raw);
         self.record(&location, &n);
+        let target = if target == Target::Text && self.in_input_schema {
+            Target::ParamText
+        } else {
+            target
+        };
         let text = match target {
-            Target::Text => n.text.clone(),
+            Target::Text | Target::ParamText => n.text.clone(),
             Target::Name | Target::ParamName => spaced_identifier(&n.text),
         };
         if !n.hidden_tags.is_empty() {
@@ -340,7 +346,9 @@ fn extract_definition(tool: &Value) -> Extraction {
         ex.add_strings(v, "description");
     }
     if let Some(v) = field(tool, &["inputSchema", "input_schema", "parameters"]) {
+        ex.in_input_schema = true;
         ex.add_schema(v, "inputSchema", true);
+        ex.in_input_schema = false;
     }
     if let Some(v) = field(tool, &["outputSchema", "output_schema"]) {
         ex.add_schema(v, "outputSchema", false);
@@ -832,7 +840,11 @@ impl Scanner {
             Builtin::KnownToolReference => {
                 let mut out = Vec::new();
                 let me = self_name.map(canonical_name);
-                'seg: for seg in ex.segments.iter().filter(|s| s.target == Target::Text) {
+                'seg: for seg in ex
+                    .segments
+                    .iter()
+                    .filter(|s| matches!(s.target, Target::Text | Target::ParamText))
+                {
                     let lower = seg.text.to_lowercase();
                     for k in &ctx.known_tools {
                         let kc = canonical_name(k);
