@@ -29,6 +29,9 @@ struct Cli {
     /// prompts/list (0: no pagination).
     #[arg(long, global = true, default_value_t = 0)]
     page_size: usize,
+    /// Exit at once with this code, before serving anything (fault tests).
+    #[arg(long, global = true)]
+    exit_at_start: Option<u8>,
     #[command(subcommand)]
     transport: Option<Transport>,
 }
@@ -46,6 +49,9 @@ enum Transport {
         /// accepted), not only tool calls that stream.
         #[arg(long)]
         sse_responses: bool,
+        /// Answer every request with this HTTP status (fault tests: 401, 503).
+        #[arg(long, default_value_t = 0)]
+        status: u16,
     },
 }
 
@@ -58,6 +64,10 @@ async fn main() -> ExitCode {
         )
         .init();
     let cli = Cli::parse();
+    if let Some(code) = cli.exit_at_start {
+        eprintln!("sluice-fixture: exiting at start with code {code} (--exit-at-start)");
+        return ExitCode::from(code);
+    }
     let mut config = FixtureConfig {
         name: cli.name,
         page_size: cli.page_size,
@@ -68,8 +78,12 @@ async fn main() -> ExitCode {
         Transport::Http {
             listen,
             sse_responses,
+            status,
         } => {
             config.sse_responses = sse_responses;
+            config
+                .http_status
+                .store(status, std::sync::atomic::Ordering::Relaxed);
             match fixture::bind_loopback(listen).await {
                 Ok(listener) => {
                     let addr = listener.local_addr().expect("bound address");
