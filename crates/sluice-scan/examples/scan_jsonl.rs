@@ -32,7 +32,9 @@ fn main() {
         }
     }
     let (Some(mode), Some(file)) = (mode, file) else {
-        eprintln!("usage: scan_jsonl --definitions|--outputs FILE.jsonl [--peer-names] [--known-tool NAME]...");
+        eprintln!(
+            "usage: scan_jsonl --definitions|--outputs FILE.jsonl [--peer-names] [--known-tool NAME]..."
+        );
         std::process::exit(3);
     };
     let input = match std::fs::File::open(&file) {

@@ -251,8 +251,8 @@ impl EvalReport {
         );
         let _ = writeln!(
             t,
-            "{:<26} {:>5} {:>10} {:>11} {:>6}  {}",
-            "set", "n", "malicious", "suspicious", "clean", "metric"
+            "{:<26} {:>5} {:>10} {:>11} {:>6}  metric",
+            "set", "n", "malicious", "suspicious", "clean"
         );
         let row = |t: &mut String, name: &str, c: &Counts, metric: String| {
             let _ = writeln!(

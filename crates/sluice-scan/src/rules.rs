@@ -316,17 +316,15 @@ impl Ruleset {
                         .collect::<Result<_, _>>()?,
                 ),
             };
-            if spec.other_tool {
-                if let Matcher::Patterns(ps) = &matcher {
-                    for (i, p) in ps.iter().enumerate() {
-                        if !p.capture_names().flatten().any(|n| n.starts_with("tool")) {
-                            return Err(RulesError::Invalid {
-                                rule: spec.id.clone(),
-                                problem: format!(
-                                    "other_tool: pattern {i} has no (?P<tool>...) group"
-                                ),
-                            });
-                        }
+            if spec.other_tool
+                && let Matcher::Patterns(ps) = &matcher
+            {
+                for (i, p) in ps.iter().enumerate() {
+                    if !p.capture_names().flatten().any(|n| n.starts_with("tool")) {
+                        return Err(RulesError::Invalid {
+                            rule: spec.id.clone(),
+                            problem: format!("other_tool: pattern {i} has no (?P<tool>...) group"),
+                        });
                     }
                 }
             }

@@ -308,10 +308,12 @@ pub(crate) fn spaced_identifier(s: &str) -> String {
             prev = None;
             continue;
         }
-        if let Some(p) = prev {
-            if c.is_uppercase() && p.is_lowercase() && !out.ends_with(' ') {
-                out.push(' ');
-            }
+        if let Some(p) = prev
+            && c.is_uppercase()
+            && p.is_lowercase()
+            && !out.ends_with(' ')
+        {
+            out.push(' ');
         }
         out.extend(c.to_lowercase());
         prev = Some(c);

@@ -65,10 +65,20 @@ fn published_servers_are_not_flagged() {
     let mut suspicious = Vec::new();
     for rec in load("benign_published_servers.jsonl") {
         let r = scan_definition_record(&rec, &ScanContext::default());
-        assert_ne!(r.verdict, Verdict::Malicious, "{}: {}", rec["id"], r.summary());
+        assert_ne!(
+            r.verdict,
+            Verdict::Malicious,
+            "{}: {}",
+            rec["id"],
+            r.summary()
+        );
         if r.verdict == Verdict::Suspicious {
             suspicious.push(format!("{}: {}", rec["id"], r.summary()));
         }
     }
-    assert!(suspicious.len() <= 1, "suspicious:\n{}", suspicious.join("\n"));
+    assert!(
+        suspicious.len() <= 1,
+        "suspicious:\n{}",
+        suspicious.join("\n")
+    );
 }
