@@ -17,6 +17,7 @@ use std::time::Duration;
 pub struct Config {
     pub listen: Listen,
     pub gateway: Gateway,
+    pub health: Health,
     pub sessions: Sessions,
     pub servers: Vec<Server>,
 }
@@ -41,6 +42,8 @@ pub struct Gateway {
     pub page_size: usize,
     /// Default upstream request timeout; default 60 s.
     pub request_timeout: Duration,
+    /// Expose the `sluice__health` tool to agents; default true.
+    pub health_tool: bool,
 }
 
 /// Session settings (2025-11-25 era).
@@ -75,6 +78,93 @@ pub struct Server {
     /// Per-tool timeouts, by the upstream's own tool name.
     pub tool_timeouts: BTreeMap<String, Duration>,
     pub transport: Transport,
+    /// Retries of a request that never reached the server (and, for
+    /// idempotent tools, of one whose connection broke); default 2.
+    pub retries: u32,
+    /// Tools safe to retry after they may have run: exact names, or a prefix ending in `*`.
+    pub idempotent_tools: Vec<String>,
+    pub breaker: Breaker,
+    /// Stdio: restart the server after this many calls (none by default).
+    pub max_calls: Option<u64>,
+    /// Stdio: restart the server after it has run this long (none by default).
+    pub max_lifetime: Option<Duration>,
+    pub output: OutputLimits,
+}
+
+impl Server {
+    /// True when `tool` (the server's own name) may be retried after it may have run.
+    pub fn is_idempotent(&self, tool: &str) -> bool {
+        self.idempotent_tools.iter().any(|p| match p.strip_suffix('*') {
+            Some(prefix) => tool.starts_with(prefix),
+            None => p == tool,
+        })
+    }
+
+    /// The output-token budget of `tool`.
+    pub fn max_output_tokens(&self, tool: &str) -> usize {
+        self.output
+            .tool_max_output_tokens
+            .get(tool)
+            .copied()
+            .unwrap_or(self.output.max_output_tokens)
+    }
+}
+
+/// Circuit breaker settings of one upstream.
+#[derive(Debug, Clone)]
+pub struct Breaker {
+    /// Opens after this many failures in a row; default 5.
+    pub consecutive_failures: u32,
+    /// …or when at least this share of calls in `window` failed; default 0.5.
+    pub failure_rate: f64,
+    /// Window of the failure rate; default 60 s.
+    pub window: Duration,
+    /// The rate counts only once the window holds this many calls; default 10.
+    pub min_calls: u32,
+    /// How long it stays open before letting a probe through; default 30 s.
+    pub open_for: Duration,
+}
+
+impl Default for Breaker {
+    fn default() -> Self {
+        Breaker {
+            consecutive_failures: 5,
+            failure_rate: 0.5,
+            window: Duration::from_secs(60),
+            min_calls: 10,
+            open_for: Duration::from_secs(30),
+        }
+    }
+}
+
+/// Limits on what a tool returns to the model.
+#[derive(Debug, Clone)]
+pub struct OutputLimits {
+    /// Estimated tokens (≈ 4 bytes each) of text a tool result may carry; default 10000.
+    pub max_output_tokens: usize,
+    /// Per-tool overrides of `max_output_tokens`.
+    pub tool_max_output_tokens: BTreeMap<String, usize>,
+    /// Largest image, audio or blob item (base64 bytes); default 1 MiB.
+    pub max_binary_bytes: usize,
+}
+
+impl Default for OutputLimits {
+    fn default() -> Self {
+        OutputLimits {
+            max_output_tokens: 10_000,
+            tool_max_output_tokens: BTreeMap::new(),
+            max_binary_bytes: 1024 * 1024,
+        }
+    }
+}
+
+/// Active health checks.
+#[derive(Debug, Clone)]
+pub struct Health {
+    /// Time between probes of each server; default 15 s.
+    pub interval: Duration,
+    /// A probe not answered within this is a failure; default 5 s.
+    pub timeout: Duration,
 }
 
 /// How to reach an upstream.

@@ -11,6 +11,8 @@ pub(crate) struct RawConfig {
     #[serde(default)]
     gateway: RawGateway,
     #[serde(default)]
+    health: RawHealth,
+    #[serde(default)]
     sessions: RawSessions,
     #[serde(default)]
     servers: Vec<RawServer>,
@@ -32,6 +34,24 @@ struct RawListen {
 struct RawGateway {
     page_size: Option<i64>,
     request_timeout: Option<String>,
+    health_tool: Option<bool>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawHealth {
+    interval: Option<String>,
+    timeout: Option<String>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawBreaker {
+    consecutive_failures: Option<i64>,
+    failure_rate: Option<f64>,
+    window: Option<String>,
+    min_calls: Option<i64>,
+    open_for: Option<String>,
 }
 
 #[derive(Deserialize, Default)]
@@ -62,6 +82,17 @@ struct RawServer {
     transport: Option<String>,
     #[serde(default)]
     headers: BTreeMap<String, String>,
+    retries: Option<i64>,
+    #[serde(default)]
+    idempotent_tools: Vec<String>,
+    #[serde(default)]
+    circuit_breaker: RawBreaker,
+    max_calls: Option<i64>,
+    max_lifetime: Option<String>,
+    max_output_tokens: Option<i64>,
+    #[serde(default)]
+    tool_max_output_tokens: BTreeMap<String, i64>,
+    max_binary_bytes: Option<i64>,
 }
 
 struct Check<'a> {
@@ -191,6 +222,11 @@ pub(crate) fn validate(
     let gateway = Gateway {
         page_size: c.positive("gateway.page_size", raw.gateway.page_size, 1000),
         request_timeout,
+        health_tool: raw.gateway.health_tool.unwrap_or(true),
+    };
+    let health = Health {
+        interval: c.duration("health.interval", raw.health.interval.as_deref(), Duration::from_secs(15)),
+        timeout: c.duration("health.timeout", raw.health.timeout.as_deref(), Duration::from_secs(5)),
     };
 
     let store = match raw.sessions.store.as_deref() {
@@ -244,6 +280,9 @@ pub(crate) fn validate(
                     "`{prefix}` must be empty or 1-32 characters of [a-zA-Z0-9_-] without `__`"
                 ),
             );
+        }
+        if prefix == "sluice" {
+            c.fail(k("prefix"), "`sluice` is reserved for the gateway's own tools; set another `prefix`");
         }
         if let Some(other) = prefixes.insert(prefix.clone(), name.clone()) {
             c.fail(
@@ -346,6 +385,54 @@ pub(crate) fn validate(
                 Transport::Http { url, headers, mode }
             }
         };
+        let d = Breaker::default();
+        let b = &s.circuit_breaker;
+        let breaker = Breaker {
+            consecutive_failures: c.positive(
+                &k("circuit_breaker.consecutive_failures"),
+                b.consecutive_failures,
+                d.consecutive_failures as usize,
+            ) as u32,
+            failure_rate: match b.failure_rate {
+                None => d.failure_rate,
+                Some(r) if r > 0.0 && r <= 1.0 => r,
+                Some(r) => {
+                    c.fail(k("circuit_breaker.failure_rate"), format!("must be in (0, 1], got {r}"));
+                    d.failure_rate
+                }
+            },
+            window: c.duration(&k("circuit_breaker.window"), b.window.as_deref(), d.window),
+            min_calls: c.positive(&k("circuit_breaker.min_calls"), b.min_calls, d.min_calls as usize) as u32,
+            open_for: c.duration(&k("circuit_breaker.open_for"), b.open_for.as_deref(), d.open_for),
+        };
+        let retries = match s.retries {
+            None => 2,
+            Some(n) if (0..=10).contains(&n) => n as u32,
+            Some(n) => {
+                c.fail(k("retries"), format!("must be between 0 and 10, got {n}"));
+                2
+            }
+        };
+        let is_stdio = matches!(transport, Transport::Stdio { .. });
+        if !is_stdio && (s.max_calls.is_some() || s.max_lifetime.is_some()) {
+            c.fail(k("max_calls"), "`max_calls` and `max_lifetime` apply to `command` servers only");
+        }
+        let max_calls = s.max_calls.map(|n| c.positive(&k("max_calls"), Some(n), 1) as u64);
+        let max_lifetime = s
+            .max_lifetime
+            .as_deref()
+            .map(|v| c.duration(&k("max_lifetime"), Some(v), Duration::from_secs(3600)));
+        let od = OutputLimits::default();
+        let mut tool_max = BTreeMap::new();
+        for (tool, n) in &s.tool_max_output_tokens {
+            let key = k(&format!("tool_max_output_tokens.{tool}"));
+            tool_max.insert(tool.clone(), c.positive(&key, Some(*n), od.max_output_tokens));
+        }
+        let output = OutputLimits {
+            max_output_tokens: c.positive(&k("max_output_tokens"), s.max_output_tokens, od.max_output_tokens),
+            tool_max_output_tokens: tool_max,
+            max_binary_bytes: c.positive(&k("max_binary_bytes"), s.max_binary_bytes, od.max_binary_bytes),
+        };
         servers.push(Server {
             name,
             prefix,
@@ -353,6 +440,12 @@ pub(crate) fn validate(
             timeout,
             tool_timeouts,
             transport,
+            retries,
+            idempotent_tools: s.idempotent_tools,
+            breaker,
+            max_calls,
+            max_lifetime,
+            output,
         });
     }
 
@@ -360,6 +453,7 @@ pub(crate) fn validate(
         Ok(Config {
             listen,
             gateway,
+            health,
             sessions,
             servers,
         })

@@ -3,7 +3,7 @@
 use serde_json::json;
 use serde_json::value::RawValue;
 use sluice_mcp::RpcError;
-use sluice_upstream::UpstreamError;
+use sluice_upstream::{Upstream, UpstreamError};
 
 /// Why a request failed, grouped by who is at fault.
 #[derive(Debug)]
@@ -45,7 +45,17 @@ impl Fail {
 /// A failed `tools/call` as a tool result the agent can reason about:
 /// `isError: true`, text naming the server, the tool and the cause, and a
 /// stable code under `_meta`.
-pub(crate) fn tool_error_result(server: &str, tool: &str, error: &UpstreamError) -> String {
+pub(crate) fn tool_error_result(up: &Upstream, tool: &str, error: &UpstreamError) -> String {
+    let server = up.name();
+    let h = up.health();
+    let history = if h.recent_failed > 0 {
+        format!(
+            " It has failed {} of its last {} calls.",
+            h.recent_failed, h.recent_total
+        )
+    } else {
+        String::new()
+    };
     let advice = match error {
         UpstreamError::Unavailable(_) => "The call did not reach the server; retry later.",
         UpstreamError::Timeout(_) => "The tool may still have run; check before retrying.",
@@ -53,12 +63,13 @@ pub(crate) fn tool_error_result(server: &str, tool: &str, error: &UpstreamError)
             "The gateway's credentials for this server need attention; retrying will not help."
         }
         UpstreamError::Transport(_) => "The tool may have run; check before retrying.",
+        UpstreamError::CircuitOpen { .. } => "Call `sluice__health` to see when it recovers.",
         _ => "Do not rely on this tool's output.",
     };
     json!({
         "content": [{
             "type": "text",
-            "text": format!("Tool `{tool}` failed: server `{server}` {error}. {advice}")
+            "text": format!("Tool `{tool}` failed: server `{server}` {error}.{history} {advice}")
         }],
         "isError": true,
         "_meta": {"sluice/error": {"code": error.code(), "server": server, "tool": tool}}

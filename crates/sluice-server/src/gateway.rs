@@ -6,6 +6,9 @@
 //! forward raw JSON both ways.
 
 use crate::error::{Fail, raw, tool_error_result};
+use crate::limits::{self, Limits};
+use crate::metrics::{Metrics, RequestLabels};
+use crate::report;
 use crate::session::{Outbound, Session};
 use futures_util::future::join_all;
 use serde_json::value::RawValue;
@@ -82,6 +85,7 @@ pub struct Gateway {
     sessions: RwLock<HashMap<Arc<str>, Arc<Session>>>,
     next_client_request: AtomicU64,
     next_progress: AtomicU64,
+    pub(crate) metrics: Metrics,
 }
 
 /// A client's initialize request, accepted.
@@ -103,7 +107,15 @@ impl Gateway {
             .servers
             .iter()
             .enumerate()
-            .map(|(i, s)| Upstream::new(i, s.clone(), client.clone(), events_tx.clone()))
+            .map(|(i, s)| {
+                Upstream::new(
+                    i,
+                    s.clone(),
+                    config.health.clone(),
+                    client.clone(),
+                    events_tx.clone(),
+                )
+            })
             .collect();
         let firsts: Vec<_> = upstreams.iter().map(|u| u.start()).collect();
         let gw = Arc::new(Gateway {
@@ -116,6 +128,7 @@ impl Gateway {
             sessions: RwLock::new(HashMap::new()),
             next_client_request: AtomicU64::new(1),
             next_progress: AtomicU64::new(1),
+            metrics: Metrics::new(),
         });
         tokio::spawn(Self::run_events(Arc::downgrade(&gw), events_rx));
         let _ = tokio::time::timeout(wait, join_all(firsts)).await;
@@ -294,13 +307,21 @@ impl Gateway {
         req: Request,
         out: Arc<dyn Outbound>,
     ) -> String {
-        let id = req.id;
-        match self
-            .dispatch(sess, &req.method, req.params.as_deref(), &out)
-            .await
-        {
-            Ok(result) => jsonrpc::response_ok(&id, result.get()),
+                let id = req.id;
+        let method = metric_method(&req.method);
+        match self.dispatch(sess, &req.method, req.params.as_deref(), &out).await {
+            Ok(result) => {
+                self.metrics
+                    .requests
+                    .get_or_create(&RequestLabels { method, outcome: "ok" })
+                    .inc();
+                jsonrpc::response_ok(&id, result.get())
+            }
             Err(fail) => {
+                self.metrics
+                    .requests
+                    .get_or_create(&RequestLabels { method, outcome: "error" })
+                    .inc();
                 if let Fail::Upstream { server, error } = &fail {
                     tracing::warn!(method = %req.method, %server, code = error.code(), error = %error, "upstream failure");
                 }
@@ -358,8 +379,16 @@ impl Gateway {
                 RpcError::invalid_params(format!("{method} needs params.name (a string)")).into(),
             );
         };
+        if kind == Kind::Tools && exposed == HEALTH_TOOL && self.config.gateway.health_tool {
+            return Ok(self.health_result(&p));
+        }
         let (u, name) = self.route_name(kind, &exposed).await?;
         let up = &self.upstreams[u];
+        let may_retry = kind != Kind::Tools || up.config.is_idempotent(&name);
+        let limits = Limits {
+            max_tokens: up.config.max_output_tokens(&name),
+            max_binary: up.config.output.max_binary_bytes,
+        };
         let timeout = match kind {
             Kind::Tools => up
                 .config
@@ -370,7 +399,8 @@ impl Gateway {
             _ => up.config.timeout,
         };
         p.insert("name".into(), Value::String(name));
-        match self.forward(sess, up, method, p, out, timeout).await {
+        match self.forward(sess, up, method, p, out, timeout, may_retry).await {
+            Ok(r) if kind == Kind::Tools => Ok(limits::apply(r, &limits)),
             Ok(r) => Ok(r),
             Err(e @ UpstreamError::Rpc(_)) => Err(Fail::Upstream {
                 server: up.name().into(),
@@ -378,7 +408,7 @@ impl Gateway {
             }),
             Err(e) if kind == Kind::Tools => {
                 tracing::warn!(server = %up.name(), tool = %exposed, code = e.code(), error = %e, "tool call failed");
-                Ok(raw(tool_error_result(up.name(), &exposed, &e)))
+                Ok(raw(tool_error_result(up, &exposed, &e)))
             }
             Err(e) => Err(Fail::Upstream {
                 server: up.name().into(),
@@ -403,7 +433,7 @@ impl Gateway {
         };
         let up = &self.upstreams[self.route_uri(&uri).await?];
         let r = self
-            .forward(sess, up, method, p, out, up.config.timeout)
+            .forward(sess, up, method, p, out, up.config.timeout, true)
             .await
             .map_err(|error| Fail::Upstream {
                 server: up.name().into(),
@@ -461,7 +491,15 @@ impl Gateway {
             }
         };
         let up = &self.upstreams[u];
-        self.forward(sess, up, "completion/complete", p, out, up.config.timeout)
+        self.forward(
+            sess,
+            up,
+            "completion/complete",
+            p,
+            out,
+            up.config.timeout,
+            true,
+        )
             .await
             .map_err(|error| Fail::Upstream {
                 server: up.name().into(),
@@ -508,7 +546,12 @@ impl Gateway {
                 let text = text.clone();
                 async move {
                     if let Err(e) = u
-                        .request("logging/setLevel", Some(&text), CallCtx::new(u.config.timeout))
+                        .request(
+                            "logging/setLevel",
+                            Some(&text),
+                            CallCtx::new(u.config.timeout),
+                            true,
+                        )
                         .await
                     {
                         tracing::warn!(server = %u.name(), error = %e, "logging/setLevel failed upstream");
@@ -529,6 +572,7 @@ impl Gateway {
         mut params: Map<String, Value>,
         out: &Arc<dyn Outbound>,
         timeout: Duration,
+        may_retry_sent: bool,
     ) -> Result<Box<RawValue>, UpstreamError> {
         // A client's progress token is replaced by one unique on the shared upstream connection.
         let original_token = params
@@ -547,7 +591,7 @@ impl Gateway {
         let (tx, mut rx) = mpsc::unbounded_channel();
         ctx.related = Some(tx);
         let text = Value::Object(params).to_string();
-        let call = up.request(method, Some(&text), ctx);
+        let call = up.request(method, Some(&text), ctx, may_retry_sent);
         tokio::pin!(call);
         loop {
             tokio::select! {
@@ -586,6 +630,7 @@ impl Gateway {
                     _ => jsonrpc::notification(&method, params.as_deref().map(RawValue::get)),
                 };
                 if !out.send(line) {
+                    self.metrics.drop("client_stream_closed");
                     tracing::debug!(server = %up.name(), %method, "client stream closed; notification not delivered");
                 }
             }
@@ -633,6 +678,7 @@ impl Gateway {
         ));
         sess.awaiting.lock().unwrap().insert(id.clone(), reply);
         if !out.send(jsonrpc::request(&id, method, params.map(RawValue::get))) {
+            self.metrics.drop("client_stream_closed");
             tracing::warn!(%server, %method, "client stream closed; server-to-client request not delivered");
             if let Some(reply) = sess.awaiting.lock().unwrap().remove(&id) {
                 let _ = reply.send(Err(raw(RpcError::internal(
@@ -650,6 +696,7 @@ impl Gateway {
                 let _ = reply.send(resp.outcome);
             }
             None => {
+                self.metrics.drop("response_to_unknown_request");
                 tracing::warn!(session = %sess.id, id = %resp.id, "response to no pending request; dropped")
             }
         }
@@ -748,6 +795,9 @@ impl Gateway {
                 items.push(item);
             }
         }
+        if kind == Kind::Tools && self.config.gateway.health_tool {
+            items.push(report::health_tool());
+        }
         let total = items.len();
         let start = offset.min(total);
         let end = (start + self.config.gateway.page_size).min(total);
@@ -796,6 +846,7 @@ impl Gateway {
                     kind.method(),
                     params.as_deref(),
                     CallCtx::new(up.config.timeout),
+                    true,
                 )
                 .await?;
             let mut page: Map<String, Value> = serde_json::from_str(r.get()).map_err(|e| {
@@ -1043,6 +1094,7 @@ impl Gateway {
                         if s.subscriptions.lock().unwrap().contains(&uri)
                             && !s.send_unsolicited(line.clone())
                         {
+                            self.metrics.drop("no_open_stream");
                             tracing::info!(session = %s.id, %uri, "resource update not delivered: no open stream");
                         }
                     }
@@ -1089,6 +1141,7 @@ impl Gateway {
                         }
                     }
                     None => {
+                        self.metrics.drop("no_client_for_request");
                         let _ = reply.send(Err(raw(
                             RpcError::internal(format!(
                                 "no connected client can answer {method} (none has an open stream and the capability)"
@@ -1101,11 +1154,72 @@ impl Gateway {
         }
     }
 
+    /// The `sluice__health` tool's answer.
+    fn health_result(&self, params: &Map<String, Value>) -> Box<RawValue> {
+        let only = params
+            .get("arguments")
+            .and_then(|a| a.get("server"))
+            .and_then(Value::as_str);
+        let chosen: Vec<&Arc<Upstream>> = self
+            .upstreams
+            .iter()
+            .filter(|u| only.is_none_or(|n| n == u.name()))
+            .collect();
+        if chosen.is_empty() {
+            let names: Vec<&str> = self.upstreams.iter().map(|u| u.name()).collect();
+            return raw(json!({
+                "content": [{"type": "text", "text": format!("No server is named `{}`; servers: {}", only.unwrap_or_default(), names.join(", "))}],
+                "isError": true
+            }).to_string());
+        }
+        let text: Vec<String> = chosen.iter().map(|u| report::sentence(u)).collect();
+        let servers: Vec<Value> = chosen.iter().map(|u| report::server(u)).collect();
+        raw(json!({
+            "content": [{"type": "text", "text": text.join("\n")}],
+            "structuredContent": {"servers": servers}
+        })
+        .to_string())
+    }
+
+    /// Prometheus exposition text.
+    pub fn metrics_text(&self) -> String {
+        self.metrics.render(&self.upstreams, self.session_count())
+    }
+
+    /// Every server's state, as served at `/admin/servers`.
+    pub fn servers_json(&self) -> Value {
+        Value::Array(self.upstreams.iter().map(|u| report::server(u)).collect())
+    }
+
     fn broadcast(&self, line: &str) {
         for s in self.sessions.read().unwrap().values() {
             s.send_unsolicited(line.to_string());
         }
     }
+}
+
+/// The gateway's own tool reporting server health.
+pub(crate) const HEALTH_TOOL: &str = "sluice__health";
+
+/// A low-cardinality label for a method.
+fn metric_method(m: &str) -> &'static str {
+    const KNOWN: [&str; 14] = [
+        "ping",
+        "tools/list",
+        "tools/call",
+        "prompts/list",
+        "prompts/get",
+        "resources/list",
+        "resources/templates/list",
+        "resources/read",
+        "resources/subscribe",
+        "resources/unsubscribe",
+        "completion/complete",
+        "logging/setLevel",
+        "initialize",
+        "sluice",
+    ];
+    KNOWN.iter().copied().find(|k| *k == m).unwrap_or("other")
 }
 
 /// `params` as an object (absent = empty); anything else is -32602.

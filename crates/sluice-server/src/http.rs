@@ -56,6 +56,8 @@ pub fn router(gw: Arc<Gateway>) -> Router {
             get(|| async { json_response(json!({"status": "ok"}).to_string()) }),
         )
         .route("/readyz", get(readyz))
+        .route("/admin/servers", get(admin_servers))
+        .route("/metrics", get(metrics))
         .with_state(AppState { gw, guard })
 }
 
@@ -548,24 +550,12 @@ async fn delete_mcp(State(st): State<AppState>, headers: HeaderMap) -> Response 
 // ----- readiness ----------------------------------------------------------------
 
 async fn readyz(State(st): State<AppState>) -> Response {
-    let mut ready = true;
-    let servers: Vec<_> = st
-        .gw
-        .upstreams()
-        .iter()
-        .map(|u| {
-            let connected = u.is_connected();
-            if u.config.required && !connected {
-                ready = false;
-            }
-            json!({
-                "name": u.name(),
-                "connected": connected,
-                "required": u.config.required,
-                "lastError": u.last_error().map(|(_, e)| e),
-            })
-        })
-        .collect();
+    let servers = st.gw.servers_json();
+    let ready = servers
+        .as_array()
+        .into_iter()
+        .flatten()
+        .all(|s| s["required"] == false || s["status"] != "down");
     let status = if ready {
         StatusCode::OK
     } else {
@@ -574,6 +564,29 @@ async fn readyz(State(st): State<AppState>) -> Response {
     (
         status,
         json_response(json!({"ready": ready, "servers": servers}).to_string()),
+    )
+        .into_response()
+}
+
+/// `GET /admin/servers`: every upstream's health, as JSON.
+async fn admin_servers(State(st): State<AppState>, headers: HeaderMap) -> Response {
+    if let Err(r) = st.guard.check(&headers) {
+        return r.into_response();
+    }
+    json_response(json!({"servers": st.gw.servers_json()}).to_string())
+}
+
+/// `GET /metrics`: Prometheus text exposition.
+async fn metrics(State(st): State<AppState>, headers: HeaderMap) -> Response {
+    if let Err(r) = st.guard.check(&headers) {
+        return r.into_response();
+    }
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        st.gw.metrics_text(),
     )
         .into_response()
 }

@@ -7,6 +7,9 @@
 mod error;
 pub mod gateway;
 pub mod http;
+mod limits;
+mod metrics;
+mod report;
 pub mod session;
 pub mod stdio;
 

@@ -38,6 +38,14 @@ impl Conn {
         }
     }
 
+    /// Calls awaiting an answer (duplex connections; HTTP calls are independent).
+    pub(crate) fn in_flight(&self) -> usize {
+        match self {
+            Conn::Duplex(d) => d.in_flight(),
+            Conn::Http(_) => 0,
+        }
+    }
+
     pub(crate) fn is_closed(&self) -> bool {
         match self {
             Conn::Duplex(d) => d.is_closed(),

@@ -53,6 +53,11 @@ impl Duplex {
         }
     }
 
+    /// Calls awaiting an answer.
+    pub(crate) fn in_flight(&self) -> usize {
+        self.state.lock().unwrap().pending.len()
+    }
+
     pub(crate) fn is_closed(&self) -> bool {
         self.state.lock().unwrap().closed.is_some()
     }

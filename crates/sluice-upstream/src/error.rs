@@ -25,12 +25,25 @@ pub enum UpstreamError {
     /// The server sent something that is not valid MCP.
     #[error("sent an invalid response: {0}")]
     Protocol(String),
+    /// The circuit breaker is open: the call was not sent.
+    #[error("is failing and is not being called: {reason}; the gateway will try it again in {} s", .retry_in.as_secs().max(1))]
+    CircuitOpen { retry_in: Duration, reason: String },
     /// The server answered with a JSON-RPC error; forwarded to the client as it is.
     #[error("returned an error")]
     Rpc(Box<RawValue>),
 }
 
 impl UpstreamError {
+    /// True when the request certainly did not reach the server (safe to retry).
+    pub fn never_sent(&self) -> bool {
+        matches!(self, UpstreamError::Unavailable(_) | UpstreamError::CircuitOpen { .. })
+    }
+
+    /// True when this counts against the server's health (the server did not answer properly).
+    pub fn is_fault(&self) -> bool {
+        !matches!(self, UpstreamError::Rpc(_) | UpstreamError::CircuitOpen { .. })
+    }
+
     /// A stable code for logs, metrics and `_meta`.
     pub fn code(&self) -> &'static str {
         match self {
@@ -40,6 +53,7 @@ impl UpstreamError {
             UpstreamError::Http { .. } => "upstream_http_error",
             UpstreamError::Transport(_) => "upstream_connection_lost",
             UpstreamError::Protocol(_) => "upstream_protocol_error",
+            UpstreamError::CircuitOpen { .. } => "upstream_circuit_open",
             UpstreamError::Rpc(_) => "upstream_error",
         }
     }

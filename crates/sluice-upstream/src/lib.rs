@@ -9,14 +9,17 @@
 //! server-to-client requests) are delivered to that call's [`Related`] sink;
 //! messages tied to no call arrive as [`UpstreamEvent`]s.
 
+pub mod breaker;
 mod conn;
 mod duplex;
 mod error;
+pub mod health;
 mod http;
 mod stdio;
 mod upstream;
 
 pub use error::UpstreamError;
+pub use health::{Snapshot, Status};
 pub use upstream::{ServerInfo, Upstream};
 
 use serde_json::value::RawValue;
@@ -62,6 +65,7 @@ pub enum UpstreamEvent {
 }
 
 /// Per-call context.
+#[derive(Clone)]
 pub struct CallCtx {
     /// Where progress, logs and server-to-client requests of this call go.
     pub related: Option<mpsc::UnboundedSender<Related>>,

@@ -8,9 +8,11 @@ use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 use sluice_config::{HttpMode, Server, Transport};
+use crate::health::{Health, Snapshot};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, SystemTime};
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{Notify, mpsc, oneshot, watch};
 
 /// What a server said about itself at initialize.
 #[derive(Debug, Clone)]
@@ -53,23 +55,47 @@ pub struct Upstream {
     events: mpsc::UnboundedSender<UpstreamEvent>,
     client: reqwest::Client,
     stop: watch::Sender<bool>,
+    health: Health,
+    probe: sluice_config::Health,
+    /// Calls on the current connection (for `max_calls` recycling).
+    calls_on_conn: AtomicU64,
+    recycle: Notify,
+    ping_unsupported: AtomicBool,
+}
+
+/// A freshly made connection, before it is installed.
+struct Connected {
+    conn: Conn,
+    info: ServerInfo,
+    pgid: Option<u32>,
 }
 
 impl Upstream {
     pub fn new(
         index: usize,
         config: Server,
+        probe: sluice_config::Health,
         client: reqwest::Client,
         events: mpsc::UnboundedSender<UpstreamEvent>,
     ) -> Arc<Self> {
         Arc::new(Upstream {
             index,
+            health: Health::new(&config.name, config.breaker.clone()),
             config,
             state: RwLock::new(State::default()),
             events,
             client,
             stop: watch::channel(false).0,
+            probe,
+            calls_on_conn: AtomicU64::new(0),
+            recycle: Notify::new(),
+            ping_unsupported: AtomicBool::new(false),
         })
+    }
+
+    /// The server's health right now.
+    pub fn health(&self) -> Snapshot {
+        self.health.snapshot()
     }
 
     pub fn name(&self) -> &str {
@@ -113,14 +139,100 @@ impl Upstream {
         }
     }
 
-    /// Sends a request over the live connection.
+    /// Sends a request over the live connection, through the circuit breaker.
+    ///
+    /// A request that never reached the server (not connected, connection
+    /// refused) is retried with backoff (100 ms doubling) up to `retries`
+    /// times within the deadline; one whose connection broke after sending is
+    /// retried only when `may_retry_sent` (the caller knows it is idempotent).
     pub async fn request(
         &self,
         method: &str,
         params: Option<&str>,
         ctx: CallCtx,
+        may_retry_sent: bool,
     ) -> Result<Box<RawValue>, UpstreamError> {
-        self.conn()?.request(method, params, ctx).await
+        let deadline = tokio::time::Instant::now() + ctx.timeout;
+        let mut backoff = Duration::from_millis(100);
+        let mut attempt = 0;
+        loop {
+            let res = self.attempt(method, params, &ctx, deadline).await;
+            let retry = match &res {
+                Err(UpstreamError::Unavailable(_)) => true,
+                Err(UpstreamError::Transport(_)) => may_retry_sent,
+                _ => false,
+            };
+            let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
+            if !retry || attempt >= self.config.retries || remaining <= backoff {
+                return res;
+            }
+            attempt += 1;
+            if let Err(e) = &res {
+                tracing::info!(server = %self.name(), %method, attempt, error = %e, "retrying");
+            }
+            tokio::time::sleep(backoff).await;
+            backoff *= 2;
+        }
+    }
+
+    async fn attempt(
+        &self,
+        method: &str,
+        params: Option<&str>,
+        ctx: &CallCtx,
+        deadline: tokio::time::Instant,
+    ) -> Result<Box<RawValue>, UpstreamError> {
+        if let Err(refused) = self.health.admit() {
+            return Err(UpstreamError::CircuitOpen {
+                retry_in: refused.retry_in,
+                reason: refused.reason,
+            });
+        }
+        let mut ctx = ctx.clone();
+        ctx.timeout = deadline.saturating_duration_since(tokio::time::Instant::now());
+        let res = match self.conn() {
+            Ok(conn) => conn.request(method, params, ctx).await,
+            Err(e) => Err(e),
+        };
+        match &res {
+            Err(e) if e.is_fault() => self.health.record_call(Err(e.to_string())),
+            Err(UpstreamError::CircuitOpen { .. }) => {}
+            _ => self.health.record_call(Ok(())),
+        }
+        if let Some(max) = self.config.max_calls
+            && self.calls_on_conn.fetch_add(1, Ordering::Relaxed) + 1 == max
+        {
+            tracing::info!(server = %self.name(), max_calls = max, "recycling the server after max_calls");
+            self.recycle.notify_one();
+        }
+        res
+    }
+
+    /// One active health probe: `ping`, or `tools/list` for servers without ping.
+    pub async fn probe(&self) {
+        let outcome = match self.conn() {
+            Err(e) => Err(e.to_string()),
+            Ok(conn) => {
+                if self.health.admit().is_err() {
+                    return; // the circuit is open and waiting; its timer decides
+                }
+                let method = if self.ping_unsupported.load(Ordering::Relaxed) {
+                    "tools/list"
+                } else {
+                    "ping"
+                };
+                match conn.request(method, None, CallCtx::new(self.probe.timeout)).await {
+                    Ok(_) => Ok(()),
+                    Err(UpstreamError::Rpc(_)) if method == "ping" => {
+                        self.ping_unsupported.store(true, Ordering::Relaxed);
+                        Ok(())
+                    }
+                    Err(UpstreamError::Rpc(_)) => Ok(()),
+                    Err(e) => Err(format!("health probe ({method}) failed: the server {e}")),
+                }
+            }
+        };
+        self.health.record_probe(outcome);
     }
 
     /// Sends a notification over the live connection.
@@ -128,71 +240,147 @@ impl Upstream {
         self.conn()?.notify(method, params).await
     }
 
-    /// Starts the supervisor: connect, wait for the connection to break,
-    /// reconnect with exponential backoff (0.5 s doubling to 30 s).
-    /// The returned receiver fires after the first attempt, whatever its outcome.
+    /// Starts the supervisor and the health probe. The supervisor connects,
+    /// waits for the connection to break (or for `max_calls`/`max_lifetime`
+    /// to recycle it), and reconnects with exponential backoff (100 ms
+    /// doubling to 30 s, reset by every successful connection). The returned
+    /// receiver fires after the first attempt, whatever its outcome.
     pub fn start(self: &Arc<Self>) -> oneshot::Receiver<()> {
         let (first_tx, first_rx) = oneshot::channel();
-        let this = self.clone();
+        tokio::spawn(self.clone().supervise(first_tx));
+        let this = Arc::downgrade(self);
+        let interval = self.probe.interval;
+        let mut stop = self.stop.subscribe();
         tokio::spawn(async move {
-            let mut first = Some(first_tx);
-            let mut stop = this.stop.subscribe();
-            let mut backoff = Duration::from_millis(500);
+            let mut tick = tokio::time::interval(interval);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            tick.tick().await;
             loop {
-                if *stop.borrow() {
-                    return;
-                }
-                let (closed_tx, closed_rx) = oneshot::channel();
-                let attempt = tokio::select! {
-                    r = this.connect(closed_tx) => r,
-                    _ = stop.changed() => return,
-                };
-                match attempt {
-                    Ok(()) => {
-                        backoff = Duration::from_millis(500);
-                        tracing::info!(server = %this.name(), "upstream connected");
-                        let _ = this
-                            .events
-                            .send(UpstreamEvent::Connected { server: this.index });
-                        if let Some(tx) = first.take() {
-                            let _ = tx.send(());
-                        }
-                        let reason = tokio::select! {
-                            r = closed_rx => r.unwrap_or_else(|_| "connection dropped".into()),
-                            _ = stop.changed() => return,
-                        };
-                        this.mark_down(reason.clone());
-                        let _ = this.events.send(UpstreamEvent::Disconnected {
-                            server: this.index,
-                            reason,
-                        });
-                    }
-                    Err(e) => {
-                        tracing::warn!(server = %this.name(), error = %e, retry_in = ?backoff, "upstream connection failed");
-                        this.mark_down(e.to_string());
-                        if let Some(tx) = first.take() {
-                            let _ = tx.send(());
-                        }
-                    }
-                }
                 tokio::select! {
-                    _ = tokio::time::sleep(backoff) => {}
+                    _ = tick.tick() => {}
                     _ = stop.changed() => return,
                 }
-                backoff = (backoff * 2).min(Duration::from_secs(30));
+                let Some(up) = this.upgrade() else { return };
+                up.probe().await;
             }
         });
         first_rx
     }
 
-    fn mark_down(&self, reason: String) {
-        let mut st = self.state.write().unwrap();
-        st.conn = None;
-        st.pgid = None;
-        st.last_error = Some((SystemTime::now(), reason));
+    async fn supervise(self: Arc<Self>, first_tx: oneshot::Sender<()>) {
+        let mut first = Some(first_tx);
+        let mut stop = self.stop.subscribe();
+        let mut backoff = Duration::from_millis(100);
+        let mut connections = 0u64;
+        loop {
+            if *stop.borrow() {
+                return;
+            }
+            let (closed_tx, mut closed_rx) = oneshot::channel();
+            let attempt = tokio::select! {
+                r = self.connect(closed_tx) => r,
+                _ = stop.changed() => return,
+            };
+            if let Some(tx) = first.take() {
+                let _ = tx.send(());
+            }
+            let fresh = match attempt {
+                Ok(c) => c,
+                Err(e) => {
+                    tracing::warn!(server = %self.name(), error = %e, retry_in = ?backoff, "upstream connection failed");
+                    self.mark_down(e.to_string());
+                    tokio::select! {
+                        _ = tokio::time::sleep(backoff) => {}
+                        _ = stop.changed() => return,
+                    }
+                    backoff = (backoff * 2).min(Duration::from_secs(30));
+                    continue;
+                }
+            };
+            backoff = Duration::from_millis(100);
+            connections += 1;
+            if connections > 1 {
+                self.health.note_restart();
+            }
+            let _ = self.install(fresh);
+            // Serve on this connection until it breaks or is due for recycling.
+            loop {
+                let lifetime = async {
+                    match self.config.max_lifetime {
+                        Some(d) => tokio::time::sleep(d).await,
+                        None => std::future::pending().await,
+                    }
+                };
+                let outcome = tokio::select! {
+                    r = &mut closed_rx => Err(r.unwrap_or_else(|_| "connection dropped".into())),
+                    _ = self.recycle.notified() => Ok("max_calls"),
+                    _ = lifetime => Ok("max_lifetime"),
+                    _ = stop.changed() => return,
+                };
+                match outcome {
+                    Err(reason) => {
+                        self.mark_down(reason.clone());
+                        let _ = self.events.send(UpstreamEvent::Disconnected {
+                            server: self.index,
+                            reason,
+                        });
+                        break;
+                    }
+                    Ok(why) => {
+                        // Start the replacement first, then let the old one finish its calls.
+                        let (next_tx, next_rx) = oneshot::channel();
+                        match self.connect(next_tx).await {
+                            Ok(next) => {
+                                let old = self.install(next);
+                                closed_rx = next_rx;
+                                self.health.note_restart();
+                                tracing::info!(server = %self.name(), reason = why, "server recycled");
+                                if let Some((conn, pgid)) = old {
+                                    tokio::spawn(drain_and_stop(conn, pgid, self.config.timeout));
+                                }
+                            }
+                            Err(e) => {
+                                tracing::warn!(server = %self.name(), error = %e, "recycling failed; keeping the current server");
+                            }
+                        }
+                    }
+                }
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(backoff) => {}
+                _ = stop.changed() => return,
+            }
+        }
     }
 
-    async fn connect(&self, closed: oneshot::Sender<String>) -> Result<(), UpstreamError> {
+    /// Installs a new connection; returns the one it replaces.
+    fn install(&self, c: Connected) -> Option<(Conn, Option<u32>)> {
+        let old = {
+            let mut st = self.state.write().unwrap();
+            let old = st.conn.take().map(|conn| (conn, st.pgid.take()));
+            st.conn = Some(c.conn);
+            st.info = Some(Arc::new(c.info));
+            st.pgid = c.pgid;
+            old
+        };
+        self.calls_on_conn.store(0, Ordering::Relaxed);
+        self.health.set_connected(true, None);
+        tracing::info!(server = %self.name(), "upstream connected");
+        let _ = self.events.send(UpstreamEvent::Connected { server: self.index });
+        old
+    }
+
+    fn mark_down(&self, reason: String) {
+        {
+            let mut st = self.state.write().unwrap();
+            st.conn = None;
+            st.pgid = None;
+            st.last_error = Some((SystemTime::now(), reason.clone()));
+        }
+        self.health.set_connected(false, Some(reason));
+    }
+
+    async fn connect(&self, closed: oneshot::Sender<String>) -> Result<Connected, UpstreamError> {
         let timeout = self.config.timeout;
         let (conn, pgid) = match &self.config.transport {
             Transport::Stdio {
@@ -241,8 +429,11 @@ impl Upstream {
                                 let _ = stop.changed().await;
                                 drop(closed);
                             });
-                            self.set_connected(Conn::Http(h), info, None);
-                            return Ok(());
+                            return Ok(Connected {
+                                conn: Conn::Http(h),
+                                info,
+                                pgid: None,
+                            });
                         }
                         InitOutcome::NotStreamable(status) if *mode == HttpMode::Auto => {
                             tracing::info!(server = %self.name(), status, "POST refused; trying legacy HTTP+SSE");
@@ -284,10 +475,7 @@ impl Upstream {
             Ok::<_, UpstreamError>(info)
         };
         match handshake.await {
-            Ok(info) => {
-                self.set_connected(conn, info, pgid);
-                Ok(())
-            }
+            Ok(info) => Ok(Connected { conn, info, pgid }),
             Err(e) => {
                 if let Some(p) = pgid {
                     stdio::kill_group(p, nix::sys::signal::Signal::SIGKILL);
@@ -295,13 +483,6 @@ impl Upstream {
                 Err(e)
             }
         }
-    }
-
-    fn set_connected(&self, conn: Conn, info: ServerInfo, pgid: Option<u32>) {
-        let mut st = self.state.write().unwrap();
-        st.conn = Some(conn);
-        st.info = Some(Arc::new(info));
-        st.pgid = pgid;
     }
 
     /// Stops the supervisor and the server: SIGTERM to a child's process group,
@@ -323,6 +504,25 @@ impl Upstream {
             }
             stdio::kill_group(p, nix::sys::signal::Signal::SIGKILL);
         }
+    }
+}
+
+/// Waits (at most `grace`) for a replaced connection's calls to finish, then stops it.
+async fn drain_and_stop(conn: Conn, pgid: Option<u32>, grace: Duration) {
+    let deadline = tokio::time::Instant::now() + grace;
+    while conn.in_flight() > 0 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    if let Conn::Http(h) = &conn {
+        h.close().await;
+    }
+    if let Some(p) = pgid {
+        stdio::kill_group(p, nix::sys::signal::Signal::SIGTERM);
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
+        while tokio::time::Instant::now() < deadline && group_alive(p) {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        stdio::kill_group(p, nix::sys::signal::Signal::SIGKILL);
     }
 }
 

@@ -1,0 +1,133 @@
+//! Prometheus metrics, registered once at start-up and served at `/metrics`.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+use sluice_upstream::{Status, Upstream};
+use std::sync::Arc;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct RequestLabels {
+    pub method: &'static str,
+    pub outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct DropLabels {
+    pub reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ServerLabels {
+    server: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StatusLabels {
+    server: String,
+    status: &'static str,
+}
+
+pub(crate) struct Metrics {
+    registry: Registry,
+    pub requests: Family<RequestLabels, Counter>,
+    pub dropped: Family<DropLabels, Counter>,
+    pub sessions: Gauge,
+    upstream_status: Family<StatusLabels, Gauge>,
+    upstream_calls: Family<ServerLabels, Counter>,
+    upstream_failures: Family<ServerLabels, Counter>,
+    upstream_restarts: Family<ServerLabels, Counter>,
+}
+
+impl Metrics {
+    pub(crate) fn new() -> Self {
+        let mut registry = Registry::with_prefix("sluice");
+        let requests = Family::<RequestLabels, Counter>::default();
+        let dropped = Family::<DropLabels, Counter>::default();
+        let sessions = Gauge::default();
+        let upstream_status = Family::<StatusLabels, Gauge>::default();
+        let upstream_calls = Family::<ServerLabels, Counter>::default();
+        let upstream_failures = Family::<ServerLabels, Counter>::default();
+        let upstream_restarts = Family::<ServerLabels, Counter>::default();
+        registry.register(
+            "requests",
+            "Client requests served, by method and outcome (ok, error)",
+            requests.clone(),
+        );
+        registry.register(
+            "dropped_messages",
+            "Messages that could not be delivered, by reason",
+            dropped.clone(),
+        );
+        registry.register("sessions", "Open client sessions", sessions.clone());
+        registry.register(
+            "upstream_status",
+            "1 for the current health status of each upstream server (healthy, degraded, down)",
+            upstream_status.clone(),
+        );
+        registry.register(
+            "upstream_calls",
+            "Requests sent to each upstream server",
+            upstream_calls.clone(),
+        );
+        registry.register(
+            "upstream_failures",
+            "Requests an upstream server failed to answer (timeouts, lost connections, HTTP and protocol errors)",
+            upstream_failures.clone(),
+        );
+        registry.register(
+            "upstream_restarts",
+            "Reconnections and restarts of each upstream server",
+            upstream_restarts.clone(),
+        );
+        Metrics {
+            registry,
+            requests,
+            dropped,
+            sessions,
+            upstream_status,
+            upstream_calls,
+            upstream_failures,
+            upstream_restarts,
+        }
+    }
+
+    pub(crate) fn drop(&self, reason: &'static str) {
+        self.dropped.get_or_create(&DropLabels { reason }).inc();
+    }
+
+    /// The exposition text, with upstream figures read at scrape time.
+    pub(crate) fn render(&self, upstreams: &[Arc<Upstream>], sessions: usize) -> String {
+        self.sessions.set(sessions as i64);
+        for u in upstreams {
+            let h = u.health();
+            let server = || ServerLabels {
+                server: u.name().to_string(),
+            };
+            for s in [Status::Healthy, Status::Degraded, Status::Down] {
+                self.upstream_status
+                    .get_or_create(&StatusLabels {
+                        server: u.name().to_string(),
+                        status: s.as_str(),
+                    })
+                    .set(i64::from(h.status == s));
+            }
+            catch_up(&self.upstream_calls.get_or_create(&server()), h.calls);
+            catch_up(&self.upstream_failures.get_or_create(&server()), h.failures);
+            catch_up(&self.upstream_restarts.get_or_create(&server()), h.restarts);
+        }
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &self.registry).expect("metrics encode");
+        out
+    }
+}
+
+/// Moves a counter up to a total kept elsewhere.
+fn catch_up(c: &Counter, total: u64) {
+    let cur = c.get();
+    if total > cur {
+        c.inc_by(total - cur);
+    }
+}
