@@ -141,7 +141,18 @@ impl Duplex {
         let msg = match Message::parse(bytes) {
             Ok(m) => m,
             Err(e) => {
-                tracing::warn!(server = %self.name, error = %e.error.message, "upstream sent an invalid message; dropped");
+                tracing::warn!(server = %self.name, error = %e.error.message, "upstream sent an invalid message");
+                // If the broken message names a call in flight, fail that call now
+                // rather than letting it run into its timeout.
+                if let Some(id) = sniff_id(bytes) {
+                    let p = self.state.lock().unwrap().pending.remove(&id);
+                    if let Some(p) = p {
+                        let _ = p.done.send(Err(UpstreamError::Protocol(format!(
+                            "its answer is not valid JSON-RPC ({})",
+                            e.error.message
+                        ))));
+                    }
+                }
                 return;
             }
         };
@@ -271,6 +282,15 @@ impl Duplex {
     }
 }
 
+/// The numeric `"id"` of a message too broken to parse, if one can be read.
+fn sniff_id(bytes: &[u8]) -> Option<u64> {
+    let text = std::str::from_utf8(bytes).ok()?;
+    let at = text.find("\"id\"")? + 4;
+    let rest = text[at..].trim_start().strip_prefix(':')?.trim_start();
+    let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+    digits.parse().ok()
+}
+
 /// Serializes the client's answer to a server-to-client request.
 pub(crate) fn reply_line(id: &Id, reply: Reply) -> String {
     match reply {
@@ -315,5 +335,15 @@ impl Drop for CancelGuard<'_> {
             );
             let _ = self.duplex.notify("notifications/cancelled", Some(&params));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn sniffs_the_id_of_a_broken_message() {
+        assert_eq!(super::sniff_id(br#"{"jsonrpc":"2.0","id": 42,"result":{"#), Some(42));
+        assert_eq!(super::sniff_id(br#"{"jsonrpc":"2.0","result""#), None);
+        assert_eq!(super::sniff_id(br#"{"id":"abc""#), None);
     }
 }

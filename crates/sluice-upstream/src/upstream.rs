@@ -45,6 +45,8 @@ struct State {
     info: Option<Arc<ServerInfo>>,
     pgid: Option<u32>,
     last_error: Option<(SystemTime, String)>,
+    /// Set when the last connection attempt was refused for credentials (HTTP status).
+    unauthorized: Option<u16>,
 }
 
 /// One upstream server, its live connection and its supervisor.
@@ -132,6 +134,9 @@ impl Upstream {
         let st = self.state.read().unwrap();
         match &st.conn {
             Some(c) => Ok(c.clone()),
+            None if st.unauthorized.is_some() => {
+                Err(UpstreamError::Unauthorized(st.unauthorized.unwrap_or(401)))
+            }
             None => Err(UpstreamError::Unavailable(match &st.last_error {
                 Some((_, e)) => format!("not connected ({e})"),
                 None => "still connecting".into(),
@@ -289,6 +294,9 @@ impl Upstream {
                 Err(e) => {
                     tracing::warn!(server = %self.name(), error = %e, retry_in = ?backoff, "upstream connection failed");
                     self.mark_down(e.to_string());
+                    if let UpstreamError::Unauthorized(status) = e {
+                        self.state.write().unwrap().unauthorized = Some(status);
+                    }
                     tokio::select! {
                         _ = tokio::time::sleep(backoff) => {}
                         _ = stop.changed() => return,
@@ -359,6 +367,7 @@ impl Upstream {
             let mut st = self.state.write().unwrap();
             let old = st.conn.take().map(|conn| (conn, st.pgid.take()));
             st.conn = Some(c.conn);
+            st.unauthorized = None;
             st.info = Some(Arc::new(c.info));
             st.pgid = c.pgid;
             old
