@@ -77,3 +77,53 @@ fn missing_dataset_is_reported_clearly() {
         "{err}"
     );
 }
+
+/// The JSONL modes (item 3 of the issue) on the development files: one line per record,
+/// in order, with the documented keys.
+#[test]
+fn jsonl_modes_on_the_development_files() {
+    use sluice_scan::{JsonlOptions, scan_definitions_jsonl, scan_outputs_jsonl};
+    let dir = default_dataset_dir();
+    assert!(
+        dir.is_dir(),
+        "the poisoning-dev dataset is missing: expected it at {}",
+        dir.display()
+    );
+    for (file, outputs) in [
+        ("malicious_tool_descriptions.jsonl", false),
+        ("benign_tool_descriptions.jsonl", false),
+        ("malicious_tool_outputs.jsonl", true),
+    ] {
+        let input = std::fs::read_to_string(dir.join(file)).expect("readable");
+        let mut out = Vec::new();
+        let summary = if outputs {
+            scan_outputs_jsonl(input.as_bytes(), &mut out, &JsonlOptions::default())
+        } else {
+            scan_definitions_jsonl(input.as_bytes(), &mut out, &JsonlOptions::default())
+        }
+        .expect("scanned");
+        let lines: Vec<serde_json::Value> = String::from_utf8(out)
+            .expect("utf-8")
+            .lines()
+            .map(|l| serde_json::from_str(l).expect("JSON line"))
+            .collect();
+        assert_eq!(lines.len(), input.lines().count(), "{file}");
+        assert_eq!(summary.errors, 0);
+        for (i, (l, src)) in lines.iter().zip(input.lines()).enumerate() {
+            let src: serde_json::Value = serde_json::from_str(src).expect("input JSON");
+            let keys: Vec<&String> = l.as_object().expect("object").keys().collect();
+            assert_eq!(keys, ["line", "id", "verdict", "score", "reasons"]);
+            assert_eq!(l["line"], i + 1);
+            assert_eq!(l["id"], src["id"]);
+            let score = l["score"].as_f64().expect("score");
+            assert!((0.0..=1.0).contains(&score));
+            assert!(matches!(
+                l["verdict"].as_str(),
+                Some("clean" | "suspicious" | "malicious")
+            ));
+            for r in l["reasons"].as_array().expect("reasons") {
+                assert!(r["rule"].is_string() && r["evidence"].is_string());
+            }
+        }
+    }
+}
