@@ -87,3 +87,20 @@ fn embedded_rules_load_and_are_versioned() {
     assert!(rs.rules.len() >= 20);
     assert!(rs.thresholds.suspicious < rs.thresholds.malicious);
 }
+
+#[test]
+fn every_rule_is_documented() {
+    let doc = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/scanning.md");
+    let text = std::fs::read_to_string(&doc).unwrap_or_else(|e| panic!("{}: {e}", doc.display()));
+    let missing: Vec<&str> = Scanner::builtin()
+        .ruleset()
+        .rules
+        .iter()
+        .map(|r| r.id.as_str())
+        .filter(|id| !text.contains(&format!("`{id}`")))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "rules missing from docs/scanning.md: {missing:?}"
+    );
+}
