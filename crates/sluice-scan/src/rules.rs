@@ -147,6 +147,7 @@ struct RuleSpec {
     #[serde(default)]
     stack: bool,
     max_weight: Option<f64>,
+    group: Option<String>,
     builtin: Option<String>,
     examples: Examples,
 }
@@ -200,6 +201,8 @@ pub struct Rule {
     pub targets: Vec<Target>,
     pub stack: bool,
     pub max_weight: f64,
+    /// Rules of one group count once: only the strongest that fired adds to the score.
+    pub group: Option<String>,
     pub examples: Examples,
     pub(crate) other_tool: bool,
     pub(crate) matcher: Matcher,
@@ -347,6 +350,7 @@ impl Ruleset {
                 },
                 stack: spec.stack,
                 max_weight: spec.max_weight.unwrap_or(spec.weight).clamp(0.0, 1.0),
+                group: spec.group,
                 examples: spec.examples,
                 other_tool: spec.other_tool,
                 matcher,

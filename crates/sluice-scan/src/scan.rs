@@ -906,15 +906,37 @@ impl Scanner {
                 v.push(h);
             }
         }
+        // weight of each rule that fired
+        let weighted: Vec<(usize, f64, Vec<&Hit>)> = by_rule
+            .into_iter()
+            .map(|(ri, hs)| {
+                let rule = &self.ruleset.rules[ri];
+                let w = if rule.stack {
+                    let n = i32::try_from(hs.len()).unwrap_or(i32::MAX);
+                    (1.0 - (1.0 - rule.weight).powi(n)).min(rule.max_weight)
+                } else {
+                    rule.weight
+                };
+                (ri, w, hs)
+            })
+            .collect();
+        // within a group only the strongest rule counts
+        let mut group_best: BTreeMap<&str, (usize, f64)> = BTreeMap::new();
+        for (ri, w, _) in &weighted {
+            if let Some(g) = self.ruleset.rules[*ri].group.as_deref() {
+                let e = group_best.entry(g).or_insert((*ri, *w));
+                if *w > e.1 {
+                    *e = (*ri, *w);
+                }
+            }
+        }
         let mut reasons = Vec::new();
         let mut keep = 1.0f64;
-        for (ri, hs) in by_rule {
+        for (ri, w, hs) in weighted {
             let rule = &self.ruleset.rules[ri];
-            let w = if rule.stack {
-                let n = i32::try_from(hs.len()).unwrap_or(i32::MAX);
-                (1.0 - (1.0 - rule.weight).powi(n)).min(rule.max_weight)
-            } else {
-                rule.weight
+            let w = match rule.group.as_deref().and_then(|g| group_best.get(g)) {
+                Some((best, _)) if *best != ri => 0.0,
+                _ => w,
             };
             keep *= 1.0 - w;
             let first = hs[0];
