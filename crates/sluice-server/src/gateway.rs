@@ -307,20 +307,29 @@ impl Gateway {
         req: Request,
         out: Arc<dyn Outbound>,
     ) -> String {
-                let id = req.id;
+        let id = req.id;
         let method = metric_method(&req.method);
-        match self.dispatch(sess, &req.method, req.params.as_deref(), &out).await {
+        match self
+            .dispatch(sess, &req.method, req.params.as_deref(), &out)
+            .await
+        {
             Ok(result) => {
                 self.metrics
                     .requests
-                    .get_or_create(&RequestLabels { method, outcome: "ok" })
+                    .get_or_create(&RequestLabels {
+                        method,
+                        outcome: "ok",
+                    })
                     .inc();
                 jsonrpc::response_ok(&id, result.get())
             }
             Err(fail) => {
                 self.metrics
                     .requests
-                    .get_or_create(&RequestLabels { method, outcome: "error" })
+                    .get_or_create(&RequestLabels {
+                        method,
+                        outcome: "error",
+                    })
                     .inc();
                 if let Fail::Upstream { server, error } = &fail {
                     tracing::warn!(method = %req.method, %server, code = error.code(), error = %error, "upstream failure");
@@ -399,7 +408,20 @@ impl Gateway {
             _ => up.config.timeout,
         };
         p.insert("name".into(), Value::String(name));
-        match self.forward(sess, up, method, p, out, timeout, may_retry).await {
+        match self
+            .forward(
+                sess,
+                up,
+                method,
+                p,
+                out,
+                Policy {
+                    timeout,
+                    may_retry_sent: may_retry,
+                },
+            )
+            .await
+        {
             Ok(r) if kind == Kind::Tools => Ok(limits::apply(r, &limits)),
             Ok(r) => Ok(r),
             Err(e @ UpstreamError::Rpc(_)) => Err(Fail::Upstream {
@@ -433,7 +455,17 @@ impl Gateway {
         };
         let up = &self.upstreams[self.route_uri(&uri).await?];
         let r = self
-            .forward(sess, up, method, p, out, up.config.timeout, true)
+            .forward(
+                sess,
+                up,
+                method,
+                p,
+                out,
+                Policy {
+                    timeout: up.config.timeout,
+                    may_retry_sent: true,
+                },
+            )
             .await
             .map_err(|error| Fail::Upstream {
                 server: up.name().into(),
@@ -497,14 +529,16 @@ impl Gateway {
             "completion/complete",
             p,
             out,
-            up.config.timeout,
-            true,
+            Policy {
+                timeout: up.config.timeout,
+                may_retry_sent: true,
+            },
         )
-            .await
-            .map_err(|error| Fail::Upstream {
-                server: up.name().into(),
-                error,
-            })
+        .await
+        .map_err(|error| Fail::Upstream {
+            server: up.name().into(),
+            error,
+        })
     }
 
     /// logging/setLevel reaches every upstream that logs.
@@ -571,9 +605,12 @@ impl Gateway {
         method: &str,
         mut params: Map<String, Value>,
         out: &Arc<dyn Outbound>,
-        timeout: Duration,
-        may_retry_sent: bool,
+        policy: Policy,
     ) -> Result<Box<RawValue>, UpstreamError> {
+        let Policy {
+            timeout,
+            may_retry_sent,
+        } = policy;
         // A client's progress token is replaced by one unique on the shared upstream connection.
         let original_token = params
             .get("_meta")
@@ -1196,6 +1233,13 @@ impl Gateway {
             s.send_unsolicited(line.to_string());
         }
     }
+}
+
+/// How a forwarded request may be retried and how long it may take.
+struct Policy {
+    timeout: Duration,
+    /// The request is safe to repeat even if it may have reached the server.
+    may_retry_sent: bool,
 }
 
 /// The gateway's own tool reporting server health.

@@ -43,7 +43,10 @@ pub(crate) fn apply(result: Box<RawValue>, limits: &Limits) -> Box<RawValue> {
             let mut budget = max_text;
             let mut last_kept = None;
             for (i, item) in items.iter_mut().enumerate() {
-                let Some(text) = item.get_mut("text").and_then(|t| t.as_str().map(str::to_string)) else {
+                let Some(text) = item
+                    .get_mut("text")
+                    .and_then(|t| t.as_str().map(str::to_string))
+                else {
                     continue;
                 };
                 if item.get("type").and_then(Value::as_str) != Some("text") {
@@ -69,7 +72,9 @@ pub(crate) fn apply(result: Box<RawValue>, limits: &Limits) -> Box<RawValue> {
             {
                 t.push_str(&marker);
             }
-            items.retain(|it| !(it.get("type").and_then(Value::as_str) == Some("text") && it["text"] == ""));
+            items.retain(|it| {
+                !(it.get("type").and_then(Value::as_str) == Some("text") && it["text"] == "")
+            });
             notes.push(format!("text cut from {total} to {max_text} characters"));
             changed = true;
         }
@@ -183,7 +188,12 @@ mod tests {
         assert!(out.get("structuredContent").is_none());
         assert_eq!(out["isError"], true);
         assert_eq!(out["content"][0]["text"], "summary");
-        assert!(out["content"][1]["text"].as_str().unwrap().contains("structured result"));
+        assert!(
+            out["content"][1]["text"]
+                .as_str()
+                .unwrap()
+                .contains("structured result")
+        );
     }
 
     #[test]
@@ -194,6 +204,11 @@ mod tests {
         ]});
         let out = run(v, 10_000, 100);
         assert_eq!(out["content"][1]["type"], "text");
-        assert!(out["content"][1]["text"].as_str().unwrap().contains("image/png"));
+        assert!(
+            out["content"][1]["text"]
+                .as_str()
+                .unwrap()
+                .contains("image/png")
+        );
     }
 }

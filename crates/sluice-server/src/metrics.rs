@@ -119,7 +119,8 @@ impl Metrics {
             catch_up(&self.upstream_restarts.get_or_create(&server()), h.restarts);
         }
         let mut out = String::new();
-        prometheus_client::encoding::text::encode(&mut out, &self.registry).expect("metrics encode");
+        prometheus_client::encoding::text::encode(&mut out, &self.registry)
+            .expect("metrics encode");
         out
     }
 }

@@ -9,7 +9,9 @@ use std::time::{Duration, Instant};
 pub enum State {
     Closed,
     /// Failing fast until the instant; then one probe call is let through.
-    Open { until: Instant },
+    Open {
+        until: Instant,
+    },
     /// One probe call is in flight; its outcome closes or reopens the circuit.
     HalfOpen,
 }
@@ -89,10 +91,15 @@ impl Breaker {
         let failed = self.window.iter().filter(|(_, ok)| !ok).count() as u32;
         let total = self.window.len() as u32;
         let reason = if self.state == State::HalfOpen {
-            Some(format!("the probe call failed too ({} failures in a row)", self.consecutive))
+            Some(format!(
+                "the probe call failed too ({} failures in a row)",
+                self.consecutive
+            ))
         } else if self.consecutive >= self.cfg.consecutive_failures {
             Some(format!("{} failures in a row", self.consecutive))
-        } else if total >= self.cfg.min_calls && f64::from(failed) / f64::from(total) >= self.cfg.failure_rate {
+        } else if total >= self.cfg.min_calls
+            && f64::from(failed) / f64::from(total) >= self.cfg.failure_rate
+        {
             Some(format!(
                 "{failed} of the last {total} calls failed within {} s",
                 self.cfg.window.as_secs()
@@ -140,7 +147,11 @@ mod tests {
         b.record(t0, false);
         let refused = b.admit(t0 + Duration::from_secs(10)).unwrap_err();
         assert_eq!(refused.retry_in, Duration::from_secs(20));
-        assert!(refused.reason.contains("3 failures in a row"), "{}", refused.reason);
+        assert!(
+            refused.reason.contains("3 failures in a row"),
+            "{}",
+            refused.reason
+        );
 
         // After the wait one probe goes through; others still fail fast.
         let t1 = t0 + Duration::from_secs(31);
@@ -182,6 +193,10 @@ mod tests {
         for i in 0..5 {
             b.record(later, i % 2 == 0);
         }
-        assert_eq!(b.state(), State::Closed, "the old six are gone: 2 of 5, under min_calls");
+        assert_eq!(
+            b.state(),
+            State::Closed,
+            "the old six are gone: 2 of 5, under min_calls"
+        );
     }
 }

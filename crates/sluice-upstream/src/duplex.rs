@@ -342,7 +342,10 @@ impl Drop for CancelGuard<'_> {
 mod tests {
     #[test]
     fn sniffs_the_id_of_a_broken_message() {
-        assert_eq!(super::sniff_id(br#"{"jsonrpc":"2.0","id": 42,"result":{"#), Some(42));
+        assert_eq!(
+            super::sniff_id(br#"{"jsonrpc":"2.0","id": 42,"result":{"#),
+            Some(42)
+        );
         assert_eq!(super::sniff_id(br#"{"jsonrpc":"2.0","result""#), None);
         assert_eq!(super::sniff_id(br#"{"id":"abc""#), None);
     }

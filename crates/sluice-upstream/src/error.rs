@@ -36,12 +36,18 @@ pub enum UpstreamError {
 impl UpstreamError {
     /// True when the request certainly did not reach the server (safe to retry).
     pub fn never_sent(&self) -> bool {
-        matches!(self, UpstreamError::Unavailable(_) | UpstreamError::CircuitOpen { .. })
+        matches!(
+            self,
+            UpstreamError::Unavailable(_) | UpstreamError::CircuitOpen { .. }
+        )
     }
 
     /// True when this counts against the server's health (the server did not answer properly).
     pub fn is_fault(&self) -> bool {
-        !matches!(self, UpstreamError::Rpc(_) | UpstreamError::CircuitOpen { .. })
+        !matches!(
+            self,
+            UpstreamError::Rpc(_) | UpstreamError::CircuitOpen { .. }
+        )
     }
 
     /// A stable code for logs, metrics and `_meta`.

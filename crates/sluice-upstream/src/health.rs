@@ -92,13 +92,20 @@ impl Health {
     /// May a call go out now? Refused while the circuit is open.
     pub(crate) fn admit(&self) -> Result<(), Refused> {
         let mut g = self.inner.lock().unwrap();
-        let r = g.breaker.admit(Instant::now());
+        let r = g.breaker.admit(Instant::now()).map_err(|mut refused| {
+            if let Some((_, e)) = &g.last_error {
+                refused.reason = format!("{} (last error: {e})", refused.reason);
+            }
+            refused
+        });
         self.update(&mut g);
         r
     }
 
-    /// Records a real call's outcome: `Ok` when the server answered (even with an error).
-    pub(crate) fn record_call(&self, outcome: Result<(), String>) {
+    /// Records a real call's outcome: `Ok` when the server answered (even with
+    /// an error). `reached`: the call got to the server, so it counts for the
+    /// circuit breaker (a server that is not connected is down already).
+    pub(crate) fn record_call(&self, outcome: Result<(), String>, reached: bool) {
         let mut g = self.inner.lock().unwrap();
         g.calls += 1;
         let ok = outcome.is_ok();
@@ -106,7 +113,9 @@ impl Health {
             g.recent.pop_front();
         }
         g.recent.push_back(ok);
-        g.breaker.record(Instant::now(), ok);
+        if reached {
+            g.breaker.record(Instant::now(), ok);
+        }
         match outcome {
             Ok(()) => {
                 g.last_ok = Some(SystemTime::now());
@@ -157,7 +166,10 @@ impl Health {
         let (breaker, retry_in) = match g.breaker.state() {
             breaker::State::Closed => ("closed", None),
             breaker::State::HalfOpen => ("half-open", None),
-            breaker::State::Open { until } => ("open", Some(until.saturating_duration_since(Instant::now()))),
+            breaker::State::Open { until } => (
+                "open",
+                Some(until.saturating_duration_since(Instant::now())),
+            ),
         };
         Snapshot {
             status: g.status,
@@ -198,7 +210,9 @@ impl Health {
             let reason = g.last_error.as_ref().map(|(_, e)| e.as_str()).unwrap_or("");
             match status {
                 Status::Down => tracing::warn!(server = %self.name, reason, "server is down"),
-                Status::Degraded => tracing::warn!(server = %self.name, reason, "server is degraded"),
+                Status::Degraded => {
+                    tracing::warn!(server = %self.name, reason, "server is degraded")
+                }
                 Status::Healthy => tracing::info!(server = %self.name, "server is healthy"),
             }
             g.status = status;

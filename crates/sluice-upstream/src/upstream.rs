@@ -2,13 +2,13 @@
 //! backoff, and stops its process group on shutdown.
 
 use crate::conn::Conn;
+use crate::health::{Health, Snapshot};
 use crate::http::{self, HttpConn, InitOutcome};
 use crate::{CallCtx, UpstreamError, UpstreamEvent, stdio};
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 use sluice_config::{HttpMode, Server, Transport};
-use crate::health::{Health, Snapshot};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, SystemTime};
@@ -169,7 +169,11 @@ impl Upstream {
             };
             let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
             if !retry || attempt >= self.config.retries || remaining <= backoff {
-                return res;
+                // A timeout is reported against the whole deadline, not the last attempt's share.
+                return res.map_err(|e| match e {
+                    UpstreamError::Timeout(_) => UpstreamError::Timeout(ctx.timeout),
+                    e => e,
+                });
             }
             attempt += 1;
             if let Err(e) = &res {
@@ -200,9 +204,9 @@ impl Upstream {
             Err(e) => Err(e),
         };
         match &res {
-            Err(e) if e.is_fault() => self.health.record_call(Err(e.to_string())),
             Err(UpstreamError::CircuitOpen { .. }) => {}
-            _ => self.health.record_call(Ok(())),
+            Err(e) if e.is_fault() => self.health.record_call(Err(e.to_string()), !e.never_sent()),
+            _ => self.health.record_call(Ok(()), true),
         }
         if let Some(max) = self.config.max_calls
             && self.calls_on_conn.fetch_add(1, Ordering::Relaxed) + 1 == max
@@ -216,7 +220,11 @@ impl Upstream {
     /// One active health probe: `ping`, or `tools/list` for servers without ping.
     pub async fn probe(&self) {
         let outcome = match self.conn() {
-            Err(e) => Err(e.to_string()),
+            Err(e) => {
+                // Not connected: down already; the breaker is for servers that answer badly.
+                self.health.set_connected(false, Some(e.to_string()));
+                return;
+            }
             Ok(conn) => {
                 if self.health.admit().is_err() {
                     return; // the circuit is open and waiting; its timer decides
@@ -226,7 +234,10 @@ impl Upstream {
                 } else {
                     "ping"
                 };
-                match conn.request(method, None, CallCtx::new(self.probe.timeout)).await {
+                match conn
+                    .request(method, None, CallCtx::new(self.probe.timeout))
+                    .await
+                {
                     Ok(_) => Ok(()),
                     Err(UpstreamError::Rpc(_)) if method == "ping" => {
                         self.ping_unsupported.store(true, Ordering::Relaxed);
@@ -293,7 +304,10 @@ impl Upstream {
                 Ok(c) => c,
                 Err(e) => {
                     tracing::warn!(server = %self.name(), error = %e, retry_in = ?backoff, "upstream connection failed");
-                    self.mark_down(e.to_string());
+                    self.mark_down(match &e {
+                        UpstreamError::Unavailable(reason) => reason.clone(),
+                        e => format!("the server {e}"),
+                    });
                     if let UpstreamError::Unauthorized(status) = e {
                         self.state.write().unwrap().unauthorized = Some(status);
                     }
@@ -375,7 +389,9 @@ impl Upstream {
         self.calls_on_conn.store(0, Ordering::Relaxed);
         self.health.set_connected(true, None);
         tracing::info!(server = %self.name(), "upstream connected");
-        let _ = self.events.send(UpstreamEvent::Connected { server: self.index });
+        let _ = self
+            .events
+            .send(UpstreamEvent::Connected { server: self.index });
         old
     }
 
@@ -483,7 +499,12 @@ impl Upstream {
             conn.notify("notifications/initialized", None).await?;
             Ok::<_, UpstreamError>(info)
         };
-        match handshake.await {
+        match handshake.await.map_err(|e| match e {
+            UpstreamError::Transport(reason) => UpstreamError::Unavailable(format!(
+                "it stopped before completing initialize: {reason}"
+            )),
+            e => e,
+        }) {
             Ok(info) => Ok(Connected { conn, info, pgid }),
             Err(e) => {
                 if let Some(p) = pgid {

@@ -79,3 +79,129 @@ fn sigterm_stops_the_gateway_and_its_children() {
     assert_eq!(wait_gone(&kids), Vec::<u32>::new());
     assert!(gw.logs().contains("shutting down") || !alive(gw.pid()));
 }
+
+/// Live processes whose command line contains `marker`.
+fn processes_with(marker: &str) -> Vec<u32> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(cmd) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
+            continue;
+        };
+        if String::from_utf8_lossy(&cmd).contains(marker) && alive(pid) {
+            out.push(pid);
+        }
+    }
+    out
+}
+
+fn marker(tag: &str) -> String {
+    format!(
+        "{tag}-{}-{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos()
+    )
+}
+
+fn one_server(name: &str, marker: &str, extra: &str) -> String {
+    format!(
+        "[health]\ninterval = \"1h\"\n[[servers]]\nname = \"{name}\"\ncommand = \"{}\"\nargs = [\"--name\", \"{marker}\"]\n{extra}",
+        sibling_bin("sluice-fixture").display()
+    )
+}
+
+#[tokio::test]
+async fn a_hundred_crash_restart_cycles_leak_no_process() {
+    let mark = marker("crashloop");
+    // The breaker would (rightly) stop calling a server that crashes this often.
+    let gw = Gateway::start(
+        "crashloop",
+        &one_server(
+            "crashy",
+            &mark,
+            "[servers.circuit_breaker]\nconsecutive_failures = 1000\nmin_calls = 1000\n",
+        ),
+    );
+    let mut c = common::Client::new(&gw.url);
+    c.initialize().await;
+    for cycle in 0..100 {
+        let r = c
+            .call(
+                "tools/call",
+                serde_json::json!({"name": "crashy__crash", "arguments": {}}),
+            )
+            .await;
+        assert_eq!(r["isError"], true, "cycle {cycle}: {r}");
+        // Wait for the restart before the next crash.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let r = c
+                .call(
+                    "tools/call",
+                    serde_json::json!({"name": "crashy__echo", "arguments": {"text": "up"}}),
+                )
+                .await;
+            if r["content"][0]["text"] == "up" {
+                break;
+            }
+            assert!(Instant::now() < deadline, "cycle {cycle}: no restart: {r}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    let procs = processes_with(&mark);
+    assert_eq!(
+        procs.len(),
+        1,
+        "exactly the current server runs after 100 crashes: {procs:?}"
+    );
+    let body = common::http()
+        .get(format!("{}/admin/servers", gw.base))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert!(v["servers"][0]["restarts"].as_u64().unwrap() >= 100, "{v}");
+    drop(gw);
+    assert_eq!(wait_gone(&procs), Vec::<u32>::new());
+}
+
+#[tokio::test]
+async fn servers_are_recycled_after_max_calls_without_failing_calls() {
+    let mark = marker("recycle");
+    let gw = Gateway::start("recycle", &one_server("fx", &mark, "max_calls = 3\n"));
+    let mut c = common::Client::new(&gw.url);
+    c.initialize().await;
+    let mut pids = std::collections::HashSet::new();
+    for i in 0..10 {
+        let r = c
+            .call(
+                "tools/call",
+                serde_json::json!({"name": "fx__echo", "arguments": {"text": format!("{i}")}}),
+            )
+            .await;
+        assert_eq!(
+            r["content"][0]["text"],
+            format!("{i}"),
+            "call {i} succeeded across recycling"
+        );
+        pids.extend(processes_with(&mark));
+    }
+    assert!(pids.len() >= 3, "recycled at least twice: {pids:?}");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while processes_with(&mark).len() > 1 {
+        assert!(
+            Instant::now() < deadline,
+            "old servers were not stopped: {:?}",
+            processes_with(&mark)
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
