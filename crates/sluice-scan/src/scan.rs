@@ -456,6 +456,24 @@ fn near_holds(near: &Near, text: &str, start: usize, end: usize, params: &[Strin
     false
 }
 
+/// Whether `text_lower` mentions the tool `name`. Identifier-like names (with `_`, `-`,
+/// `.` or inner capitals) count as plain words; a single common word such as `search`
+/// counts only when quoted or followed by "tool"/"function".
+fn mentions_tool(text_lower: &str, name: &str) -> bool {
+    let n = name.to_lowercase();
+    let identifier_like = name.contains(['_', '-', '.'])
+        || name.chars().skip(1).any(char::is_uppercase)
+        || name.chars().any(|c| c.is_ascii_digit());
+    if identifier_like {
+        return contains_word(text_lower, &n);
+    }
+    ["`", "'", "\""]
+        .iter()
+        .any(|q| text_lower.contains(&format!("{q}{n}{q}")))
+        || contains_word(text_lower, &format!("{n} tool"))
+        || contains_word(text_lower, &format!("{n} function"))
+}
+
 const NOT_TOOL_NAMES: &[&str] = &[
     "this",
     "that",
@@ -856,7 +874,7 @@ impl Scanner {
                         if ctx.own_tools.iter().any(|t| canonical_name(t) == kc) {
                             continue;
                         }
-                        if contains_word(&lower, &k.to_lowercase()) {
+                        if mentions_tool(&lower, k) {
                             out.push((seg.location.clone(), format!("names tool `{k}` of another server")));
                             break 'seg;
                         }
@@ -1029,6 +1047,15 @@ mod tests {
     fn edit_distance_bounded() {
         assert_eq!(edit_distance("kitten", "sitting", 5), 3);
         assert_eq!(edit_distance("abc", "abcdefgh", 2), 3);
+    }
+
+    #[test]
+    fn tool_mentions() {
+        assert!(mentions_tool("then use send_email now", "send_email"));
+        assert!(mentions_tool("then use sendemail now", "sendEmail"));
+        assert!(!mentions_tool("search the web", "search"));
+        assert!(mentions_tool("use the search tool", "search"));
+        assert!(mentions_tool("call `search` first", "search"));
     }
 
     #[test]
