@@ -49,7 +49,7 @@ pub struct Gateway {
 /// Session settings (2025-11-25 era).
 #[derive(Debug, Clone)]
 pub struct Sessions {
-    /// Where sessions live. Only `memory` exists in this release.
+    /// Where sessions and their SSE event logs live; default SQLite.
     pub store: Store,
     /// A session unused this long is ended; default 30 min.
     pub idle_timeout: Duration,
@@ -57,11 +57,33 @@ pub struct Sessions {
     pub max_sessions: usize,
     /// SSE events kept per stream for `Last-Event-ID` replay; default 256.
     pub replay_events: usize,
+    /// SSE events older than this are not replayed; default 5 min.
+    pub replay_max_age: Duration,
+    /// Open SSE streams on this gateway at once; default 10000.
+    pub max_streams: usize,
+    /// Open SSE streams per session; default 8.
+    pub max_streams_per_session: usize,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Store {
+    /// In this process only: sessions end with it.
     Memory,
+    /// A SQLite file: sessions survive restarts of a single gateway.
+    Sqlite { path: PathBuf },
+    /// Redis: sessions shared by every replica, which any replica can serve.
+    Redis { url: Secret, key_prefix: String },
+}
+
+impl Store {
+    /// The store's kind, for errors and logs.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Store::Memory => "memory",
+            Store::Sqlite { .. } => "sqlite",
+            Store::Redis { .. } => "redis",
+        }
+    }
 }
 
 /// One upstream MCP server.
@@ -94,10 +116,12 @@ pub struct Server {
 impl Server {
     /// True when `tool` (the server's own name) may be retried after it may have run.
     pub fn is_idempotent(&self, tool: &str) -> bool {
-        self.idempotent_tools.iter().any(|p| match p.strip_suffix('*') {
-            Some(prefix) => tool.starts_with(prefix),
-            None => p == tool,
-        })
+        self.idempotent_tools
+            .iter()
+            .any(|p| match p.strip_suffix('*') {
+                Some(prefix) => tool.starts_with(prefix),
+                None => p == tool,
+            })
     }
 
     /// The output-token budget of `tool`.
@@ -251,7 +275,15 @@ impl Config {
                 message: format!("cannot read config file: {e}"),
             }],
         })?;
-        Self::parse(&text, &|k| std::env::var(k).ok())
+        let mut config = Self::parse(&text, &|k| std::env::var(k).ok())?;
+        // A relative SQLite path is relative to the config file, not the working directory.
+        if let Store::Sqlite { path: db } = &mut config.sessions.store
+            && db.is_relative()
+            && let Some(dir) = path.parent()
+        {
+            *db = dir.join(&*db);
+        }
+        Ok(config)
     }
 
     /// Parses and validates config text; `env` resolves `${VAR}` references.

@@ -58,9 +58,15 @@ struct RawBreaker {
 #[serde(deny_unknown_fields)]
 struct RawSessions {
     store: Option<String>,
+    sqlite_path: Option<String>,
+    redis_url: Option<String>,
+    key_prefix: Option<String>,
     idle_timeout: Option<String>,
     max_sessions: Option<i64>,
     replay_events: Option<i64>,
+    replay_max_age: Option<String>,
+    max_streams: Option<i64>,
+    max_streams_per_session: Option<i64>,
 }
 
 #[derive(Deserialize)]
@@ -225,16 +231,50 @@ pub(crate) fn validate(
         health_tool: raw.gateway.health_tool.unwrap_or(true),
     };
     let health = Health {
-        interval: c.duration("health.interval", raw.health.interval.as_deref(), Duration::from_secs(15)),
-        timeout: c.duration("health.timeout", raw.health.timeout.as_deref(), Duration::from_secs(5)),
+        interval: c.duration(
+            "health.interval",
+            raw.health.interval.as_deref(),
+            Duration::from_secs(15),
+        ),
+        timeout: c.duration(
+            "health.timeout",
+            raw.health.timeout.as_deref(),
+            Duration::from_secs(5),
+        ),
     };
 
-    let store = match raw.sessions.store.as_deref() {
-        None | Some("memory") => Store::Memory,
+    let rs = &raw.sessions;
+    if rs.store.as_deref() != Some("redis") && (rs.redis_url.is_some() || rs.key_prefix.is_some()) {
+        c.fail("sessions.redis_url", "`redis_url` and `key_prefix` apply to store = \"redis\"");
+    }
+    if !matches!(rs.store.as_deref(), None | Some("sqlite")) && rs.sqlite_path.is_some() {
+        c.fail("sessions.sqlite_path", "`sqlite_path` applies to store = \"sqlite\"");
+    }
+    let store = match rs.store.as_deref() {
+        None | Some("sqlite") => Store::Sqlite {
+            path: PathBuf::from(c.expand(
+                "sessions.sqlite_path",
+                rs.sqlite_path.as_deref().unwrap_or("sluice-sessions.db"),
+            )),
+        },
+        Some("memory") => Store::Memory,
+        Some("redis") => {
+            let url = c.expand(
+                "sessions.redis_url",
+                rs.redis_url.as_deref().unwrap_or("redis://127.0.0.1:6379"),
+            );
+            if !(url.starts_with("redis://") || url.starts_with("rediss://") || url.starts_with("unix://")) {
+                c.fail("sessions.redis_url", "must start with redis://, rediss:// or unix://");
+            }
+            Store::Redis {
+                url: Secret(url),
+                key_prefix: rs.key_prefix.clone().unwrap_or_else(|| "sluice:".into()),
+            }
+        }
         Some(other) => {
             c.fail(
                 "sessions.store",
-                format!("`{other}` is not available in this release; use \"memory\""),
+                format!("`{other}` is not one of \"sqlite\", \"memory\", \"redis\""),
             );
             Store::Memory
         }
@@ -248,6 +288,17 @@ pub(crate) fn validate(
         ),
         max_sessions: c.positive("sessions.max_sessions", raw.sessions.max_sessions, 100_000),
         replay_events: c.positive("sessions.replay_events", raw.sessions.replay_events, 256),
+        replay_max_age: c.duration(
+            "sessions.replay_max_age",
+            raw.sessions.replay_max_age.as_deref(),
+            Duration::from_secs(300),
+        ),
+        max_streams: c.positive("sessions.max_streams", raw.sessions.max_streams, 10_000),
+        max_streams_per_session: c.positive(
+            "sessions.max_streams_per_session",
+            raw.sessions.max_streams_per_session,
+            8,
+        ),
     };
 
     let mut servers = Vec::new();
@@ -282,7 +333,10 @@ pub(crate) fn validate(
             );
         }
         if prefix == "sluice" {
-            c.fail(k("prefix"), "`sluice` is reserved for the gateway's own tools; set another `prefix`");
+            c.fail(
+                k("prefix"),
+                "`sluice` is reserved for the gateway's own tools; set another `prefix`",
+            );
         }
         if let Some(other) = prefixes.insert(prefix.clone(), name.clone()) {
             c.fail(
@@ -397,13 +451,24 @@ pub(crate) fn validate(
                 None => d.failure_rate,
                 Some(r) if r > 0.0 && r <= 1.0 => r,
                 Some(r) => {
-                    c.fail(k("circuit_breaker.failure_rate"), format!("must be in (0, 1], got {r}"));
+                    c.fail(
+                        k("circuit_breaker.failure_rate"),
+                        format!("must be in (0, 1], got {r}"),
+                    );
                     d.failure_rate
                 }
             },
             window: c.duration(&k("circuit_breaker.window"), b.window.as_deref(), d.window),
-            min_calls: c.positive(&k("circuit_breaker.min_calls"), b.min_calls, d.min_calls as usize) as u32,
-            open_for: c.duration(&k("circuit_breaker.open_for"), b.open_for.as_deref(), d.open_for),
+            min_calls: c.positive(
+                &k("circuit_breaker.min_calls"),
+                b.min_calls,
+                d.min_calls as usize,
+            ) as u32,
+            open_for: c.duration(
+                &k("circuit_breaker.open_for"),
+                b.open_for.as_deref(),
+                d.open_for,
+            ),
         };
         let retries = match s.retries {
             None => 2,
@@ -415,9 +480,14 @@ pub(crate) fn validate(
         };
         let is_stdio = matches!(transport, Transport::Stdio { .. });
         if !is_stdio && (s.max_calls.is_some() || s.max_lifetime.is_some()) {
-            c.fail(k("max_calls"), "`max_calls` and `max_lifetime` apply to `command` servers only");
+            c.fail(
+                k("max_calls"),
+                "`max_calls` and `max_lifetime` apply to `command` servers only",
+            );
         }
-        let max_calls = s.max_calls.map(|n| c.positive(&k("max_calls"), Some(n), 1) as u64);
+        let max_calls = s
+            .max_calls
+            .map(|n| c.positive(&k("max_calls"), Some(n), 1) as u64);
         let max_lifetime = s
             .max_lifetime
             .as_deref()
@@ -426,12 +496,23 @@ pub(crate) fn validate(
         let mut tool_max = BTreeMap::new();
         for (tool, n) in &s.tool_max_output_tokens {
             let key = k(&format!("tool_max_output_tokens.{tool}"));
-            tool_max.insert(tool.clone(), c.positive(&key, Some(*n), od.max_output_tokens));
+            tool_max.insert(
+                tool.clone(),
+                c.positive(&key, Some(*n), od.max_output_tokens),
+            );
         }
         let output = OutputLimits {
-            max_output_tokens: c.positive(&k("max_output_tokens"), s.max_output_tokens, od.max_output_tokens),
+            max_output_tokens: c.positive(
+                &k("max_output_tokens"),
+                s.max_output_tokens,
+                od.max_output_tokens,
+            ),
             tool_max_output_tokens: tool_max,
-            max_binary_bytes: c.positive(&k("max_binary_bytes"), s.max_binary_bytes, od.max_binary_bytes),
+            max_binary_bytes: c.positive(
+                &k("max_binary_bytes"),
+                s.max_binary_bytes,
+                od.max_binary_bytes,
+            ),
         };
         servers.push(Server {
             name,
