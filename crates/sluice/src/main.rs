@@ -40,6 +40,19 @@ enum Command {
         #[arg(long, short, default_value = "sluice.toml")]
         config: PathBuf,
     },
+    /// Scan tool definitions or tool outputs offline for poisoning.
+    /// Exit code: 0 clean, 1 suspicious, 2 malicious, 3 could not scan.
+    Scan {
+        /// JSON Lines of tool definitions (`description`, `name`, `inputSchema`, …).
+        #[arg(long, conflicts_with = "outputs", required_unless_present = "outputs")]
+        definitions: Option<PathBuf>,
+        /// JSON Lines of tool outputs (`text`).
+        #[arg(long)]
+        outputs: Option<PathBuf>,
+        /// Output format.
+        #[arg(long, default_value = "jsonl", value_parser = ["jsonl"])]
+        format: String,
+    },
 }
 
 fn main() -> ExitCode {
@@ -56,6 +69,11 @@ fn main() -> ExitCode {
         Command::Serve { config, .. } | Command::Stdio { config } | Command::Check { config } => {
             config.clone()
         }
+        Command::Scan {
+            definitions,
+            outputs,
+            ..
+        } => return scan(definitions.as_deref(), outputs.as_deref()),
     };
     let config = match Config::load(&path) {
         Ok(c) => c,
@@ -74,12 +92,43 @@ fn main() -> ExitCode {
         }
         Command::Serve { listen, .. } => run(serve(config, listen)),
         Command::Stdio { .. } => run(stdio(config)),
+        Command::Scan { .. } => unreachable!("handled above"),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
             ExitCode::from(1)
+        }
+    }
+}
+
+/// `sluice scan --definitions|--outputs FILE`: one JSON line per input line.
+fn scan(definitions: Option<&std::path::Path>, outputs: Option<&std::path::Path>) -> ExitCode {
+    let (path, outputs_mode) = match (definitions, outputs) {
+        (Some(p), _) => (p, false),
+        (None, Some(p)) => (p, true),
+        (None, None) => unreachable!("clap requires one"),
+    };
+    let file = match std::fs::File::open(path) {
+        Ok(f) => std::io::BufReader::new(f),
+        Err(e) => {
+            eprintln!("error: cannot read {}: {e}", path.display());
+            return ExitCode::from(3);
+        }
+    };
+    let out = std::io::BufWriter::new(std::io::stdout().lock());
+    let opts = sluice_scan::JsonlOptions::default();
+    let result = if outputs_mode {
+        sluice_scan::scan_outputs_jsonl(file, out, &opts)
+    } else {
+        sluice_scan::scan_definitions_jsonl(file, out, &opts)
+    };
+    match result {
+        Ok(summary) => ExitCode::from(summary.exit_code() as u8),
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(3)
         }
     }
 }
