@@ -36,6 +36,16 @@ if ! stamp_ok tests/requirements.txt tests/.venv/.sluice-stamp; then
     stamp tests/requirements.txt tests/.venv/.sluice-stamp
 fi
 
+step "services: Redis on 127.0.0.1:6379 (the Redis session store and its tests)"
+if ! (exec 3<>/dev/tcp/127.0.0.1/6379) 2>/dev/null; then
+    command -v redis-server >/dev/null || { echo "redis-server is not installed (apt-get install redis-server)"; exit 1; }
+    mkdir -p /tmp/sluice-redis
+    redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save "" --appendonly no \
+        --dir /tmp/sluice-redis --logfile /tmp/sluice-redis/redis.log
+    for _ in $(seq 1 50); do (exec 3<>/dev/tcp/127.0.0.1/6379) 2>/dev/null && break; sleep 0.1; done
+fi
+echo "Redis is up"
+
 # ---- Rust ----
 step "cargo fmt --check"
 cargo fmt --all -- --check

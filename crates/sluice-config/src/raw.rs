@@ -245,10 +245,16 @@ pub(crate) fn validate(
 
     let rs = &raw.sessions;
     if rs.store.as_deref() != Some("redis") && (rs.redis_url.is_some() || rs.key_prefix.is_some()) {
-        c.fail("sessions.redis_url", "`redis_url` and `key_prefix` apply to store = \"redis\"");
+        c.fail(
+            "sessions.redis_url",
+            "`redis_url` and `key_prefix` apply to store = \"redis\"",
+        );
     }
     if !matches!(rs.store.as_deref(), None | Some("sqlite")) && rs.sqlite_path.is_some() {
-        c.fail("sessions.sqlite_path", "`sqlite_path` applies to store = \"sqlite\"");
+        c.fail(
+            "sessions.sqlite_path",
+            "`sqlite_path` applies to store = \"sqlite\"",
+        );
     }
     let store = match rs.store.as_deref() {
         None | Some("sqlite") => Store::Sqlite {
@@ -263,8 +269,14 @@ pub(crate) fn validate(
                 "sessions.redis_url",
                 rs.redis_url.as_deref().unwrap_or("redis://127.0.0.1:6379"),
             );
-            if !(url.starts_with("redis://") || url.starts_with("rediss://") || url.starts_with("unix://")) {
-                c.fail("sessions.redis_url", "must start with redis://, rediss:// or unix://");
+            if !(url.starts_with("redis://")
+                || url.starts_with("rediss://")
+                || url.starts_with("unix://"))
+            {
+                c.fail(
+                    "sessions.redis_url",
+                    "must start with redis://, rediss:// or unix://",
+                );
             }
             Store::Redis {
                 url: Secret(url),

@@ -9,13 +9,14 @@ use crate::error::{Fail, raw, tool_error_result};
 use crate::limits::{self, Limits};
 use crate::metrics::{Metrics, RequestLabels};
 use crate::report;
-use crate::session::{Outbound, Session};
+use crate::session::{LogOp, Outbound, Session};
 use futures_util::future::join_all;
 use serde_json::value::RawValue;
 use serde_json::{Map, Value, json};
 use sluice_config::Config;
 use sluice_mcp::jsonrpc::{self, Id, Notification, Request, Response};
 use sluice_mcp::{RpcError, cursor, names, version};
+use sluice_store::{LogBounds, Store, StoreError};
 use sluice_upstream::{CallCtx, Related, Reply, Upstream, UpstreamError, UpstreamEvent};
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -82,7 +83,15 @@ pub struct Gateway {
     pub config: Arc<Config>,
     upstreams: Vec<Arc<Upstream>>,
     caches: Vec<Mutex<Cache>>,
-    sessions: RwLock<HashMap<Arc<str>, Arc<Session>>>,
+    /// Sessions this replica serves (a cache of the store, see `sessions.rs`).
+    pub(crate) sessions: RwLock<HashMap<Arc<str>, Arc<Session>>>,
+    pub(crate) store: Store,
+    /// Unique per process: names this replica's streams and requests.
+    pub(crate) replica: Arc<str>,
+    /// Ordered writes of stream events to the store.
+    pub(crate) writer: mpsc::UnboundedSender<LogOp>,
+    /// SSE streams open on this replica.
+    pub(crate) open_streams: std::sync::atomic::AtomicUsize,
     next_client_request: AtomicU64,
     next_progress: AtomicU64,
     pub(crate) metrics: Metrics,
@@ -100,7 +109,18 @@ pub struct Initialized {
 impl Gateway {
     /// Builds the gateway and starts every upstream; waits (at most `wait`)
     /// for each upstream's first connection attempt.
-    pub async fn start(config: Config, wait: Duration) -> Arc<Gateway> {
+    pub async fn start(config: Config, wait: Duration) -> Result<Arc<Gateway>, StoreError> {
+        let sc = &config.sessions;
+        let store = Store::open(
+            &sc.store,
+            sc.idle_timeout,
+            LogBounds {
+                max_events: sc.replay_events,
+                max_age: sc.replay_max_age,
+            },
+        )
+        .await?;
+        let (writer, writer_rx) = mpsc::unbounded_channel();
         let (events_tx, events_rx) = mpsc::unbounded_channel();
         let client = sluice_upstream::http_client();
         let upstreams: Vec<_> = config
@@ -126,13 +146,23 @@ impl Gateway {
             upstreams,
             config: Arc::new(config),
             sessions: RwLock::new(HashMap::new()),
+            store,
+            replica: format!(
+                "{:012x}",
+                uuid::Uuid::new_v4().as_u128() as u64 & 0xffff_ffff_ffff
+            )
+            .into(),
+            writer,
+            open_streams: std::sync::atomic::AtomicUsize::new(0),
             next_client_request: AtomicU64::new(1),
             next_progress: AtomicU64::new(1),
             metrics: Metrics::new(),
         });
         tokio::spawn(Self::run_events(Arc::downgrade(&gw), events_rx));
+        gw.start_store_tasks(writer_rx);
+        tracing::info!(store = gw.store.kind(), replica = %gw.replica, "session store open");
         let _ = tokio::time::timeout(wait, join_all(firsts)).await;
-        gw
+        Ok(gw)
     }
 
     pub fn upstreams(&self) -> &[Arc<Upstream>] {
@@ -147,50 +177,9 @@ impl Gateway {
         join_all(self.upstreams.iter().map(|u| u.shutdown(grace))).await;
     }
 
-    // ----- sessions -------------------------------------------------------
-
-    pub fn session(&self, id: &str) -> Option<Arc<Session>> {
-        self.sessions.read().unwrap().get(id).cloned()
-    }
-
+    /// Sessions this replica holds in memory.
     pub fn session_count(&self) -> usize {
         self.sessions.read().unwrap().len()
-    }
-
-    pub fn register(&self, s: Arc<Session>) {
-        self.sessions.write().unwrap().insert(s.id.clone(), s);
-    }
-
-    /// Ends a session; false if it did not exist.
-    pub fn end_session(&self, id: &str) -> bool {
-        match self.sessions.write().unwrap().remove(id) {
-            Some(s) => {
-                s.close();
-                true
-            }
-            None => false,
-        }
-    }
-
-    /// Ends sessions idle longer than `idle` with nothing in flight; returns how many.
-    pub fn evict_idle(&self, idle: Duration) -> usize {
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_millis() as u64)
-            .unwrap_or(0);
-        let cutoff = now.saturating_sub(idle.as_millis() as u64);
-        let stale: Vec<Arc<str>> = self
-            .sessions
-            .read()
-            .unwrap()
-            .values()
-            .filter(|s| s.last_active_ms() < cutoff && s.inflight.lock().unwrap().is_empty())
-            .map(|s| s.id.clone())
-            .collect();
-        for id in &stale {
-            self.end_session(id);
-        }
-        stale.len()
     }
 
     // ----- initialize -----------------------------------------------------
@@ -471,14 +460,13 @@ impl Gateway {
                 server: up.name().into(),
                 error,
             })?;
-        match method {
-            "resources/subscribe" => {
-                sess.subscriptions.lock().unwrap().insert(uri);
-            }
-            "resources/unsubscribe" => {
-                sess.subscriptions.lock().unwrap().remove(&uri);
-            }
-            _ => {}
+        let changed = match method {
+            "resources/subscribe" => sess.subscriptions.lock().unwrap().insert(uri),
+            "resources/unsubscribe" => sess.subscriptions.lock().unwrap().remove(&uri),
+            _ => false,
+        };
+        if changed {
+            self.save_session(sess).await;
         }
         Ok(r)
     }
@@ -571,6 +559,7 @@ impl Gateway {
             .into());
         }
         *sess.log_level.lock().unwrap() = Some(level.to_string());
+        self.save_session(sess).await;
         let text = Value::Object(p.clone()).to_string();
         let calls = self
             .upstreams
@@ -710,7 +699,8 @@ impl Gateway {
             return;
         }
         let id = Id::Str(format!(
-            "sluice-{}",
+            "sluice-{}-{}",
+            self.replica,
             self.next_client_request.fetch_add(1, Ordering::Relaxed)
         ));
         sess.awaiting.lock().unwrap().insert(id.clone(), reply);
@@ -726,8 +716,23 @@ impl Gateway {
         }
     }
 
-    /// A client's answer to a server-to-client request.
+    /// A client's answer to a server-to-client request, wherever it is awaited.
     pub fn handle_response(&self, sess: &Session, resp: Response) {
+        let waiting_here = sess.awaiting.lock().unwrap().contains_key(&resp.id);
+        if !waiting_here {
+            let message = match &resp.outcome {
+                Ok(r) => jsonrpc::response_ok(&resp.id, r.get()),
+                Err(e) => jsonrpc::response_err(Some(&resp.id), e.get()),
+            };
+            if self.forward_response(sess, &resp.id, message) {
+                return;
+            }
+        }
+        self.handle_local_response(sess, resp);
+    }
+
+    /// A client's answer to a request this replica is waiting on.
+    pub(crate) fn handle_local_response(&self, sess: &Session, resp: Response) {
         match sess.awaiting.lock().unwrap().remove(&resp.id) {
             Some(reply) => {
                 let _ = reply.send(resp.outcome);
@@ -744,16 +749,23 @@ impl Gateway {
         match n.method.as_str() {
             "notifications/initialized" => {}
             "notifications/cancelled" => {
-                let id = n
+                let raw_id = n
                     .params
                     .as_deref()
                     .and_then(|p| serde_json::from_str::<Value>(p.get()).ok())
-                    .and_then(|v| serde_json::from_value::<Id>(v.get("requestId")?.clone()).ok());
+                    .and_then(|v| v.get("requestId").cloned());
+                let id = raw_id
+                    .clone()
+                    .and_then(|v| serde_json::from_value::<Id>(v).ok());
                 match id.and_then(|id| sess.inflight.lock().unwrap().remove(&id)) {
                     Some(task) => task.abort(),
-                    None => {
-                        tracing::debug!(session = %sess.id, "cancellation for no in-flight request")
-                    }
+                    None => match raw_id {
+                        // Perhaps another replica runs it.
+                        Some(v) => self.forward_cancel(sess, v),
+                        None => {
+                            tracing::debug!(session = %sess.id, "cancellation without a requestId")
+                        }
+                    },
                 }
             }
             "notifications/roots/list_changed" => {
@@ -866,7 +878,7 @@ impl Gateway {
         match self.fetch_all(up, kind).await {
             Ok(list) => {
                 let list = Arc::new(list);
-                self.store(u, kind, list.clone());
+                self.store_list(u, kind, list.clone());
                 Ok(list)
             }
             Err(e) => cached.ok_or(e),
@@ -910,7 +922,7 @@ impl Gateway {
         )))
     }
 
-    fn store(&self, u: usize, kind: Kind, list: Arc<Vec<Value>>) {
+    fn store_list(&self, u: usize, kind: Kind, list: Arc<Vec<Value>>) {
         let prefix = &self.upstreams[u].config.prefix;
         let mut c = self.caches[u].lock().unwrap();
         match kind {
@@ -1084,11 +1096,11 @@ impl Gateway {
     ) {
         while let Some(ev) = rx.recv().await {
             let Some(gw) = gw.upgrade() else { return };
-            gw.on_event(ev);
+            gw.on_event(&gw, ev);
         }
     }
 
-    fn on_event(&self, ev: UpstreamEvent) {
+    fn on_event(&self, this: &Arc<Gateway>, ev: UpstreamEvent) {
         match ev {
             UpstreamEvent::Connected { server } => {
                 self.invalidate(server, &Kind::ALL);
@@ -1127,13 +1139,16 @@ impl Gateway {
                         .and_then(|p| serde_json::from_str::<Value>(p.get()).ok())
                         .and_then(|v| v.get("uri")?.as_str().map(str::to_string))
                         .unwrap_or_default();
-                    for s in self.sessions.read().unwrap().values() {
-                        if s.subscriptions.lock().unwrap().contains(&uri)
-                            && !s.send_unsolicited(line.clone())
-                        {
-                            self.metrics.drop("no_open_stream");
-                            tracing::info!(session = %s.id, %uri, "resource update not delivered: no open stream");
-                        }
+                    let subscribed: Vec<Arc<Session>> = self
+                        .sessions
+                        .read()
+                        .unwrap()
+                        .values()
+                        .filter(|s| s.subscriptions.lock().unwrap().contains(&uri))
+                        .cloned()
+                        .collect();
+                    for s in subscribed {
+                        this.deliver_unsolicited(&s, line.clone());
                     }
                 } else if method == "notifications/message" {
                     for s in self.sessions.read().unwrap().values() {

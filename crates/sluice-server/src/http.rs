@@ -7,7 +7,8 @@
 //! Every response to a request on `/mcp` passes the Origin and Host checks.
 
 use crate::gateway::Gateway;
-use crate::session::{Outbound, Session, StreamItem, StreamLog};
+use crate::session::{Outbound, Persist, Session, StreamItem};
+use crate::sessions::CreateError;
 use axum::Router;
 use axum::body::{Body, Bytes};
 use axum::extract::{Request, State};
@@ -20,6 +21,7 @@ use sluice_config::Listen;
 use sluice_mcp::jsonrpc::{self, Message};
 use sluice_mcp::version::{self, header as mcp_header};
 use sluice_mcp::{RpcError, sse};
+use sluice_store::StreamMeta;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc;
@@ -74,7 +76,7 @@ pub async fn serve(
         loop {
             tick.tick().await;
             let Some(gw) = weak.upgrade() else { return };
-            let n = gw.evict_idle(idle);
+            let n = gw.evict_idle(idle).await;
             if n > 0 {
                 tracing::info!(sessions = n, "ended idle sessions");
             }
@@ -94,7 +96,12 @@ struct Rejection(StatusCode, RpcError);
 impl IntoResponse for Rejection {
     fn into_response(self) -> Response {
         let body = jsonrpc::response_err(None, &self.1.to_json());
-        (self.0, [(header::CONTENT_TYPE, "application/json")], body).into_response()
+        let mut r = (self.0, [(header::CONTENT_TYPE, "application/json")], body).into_response();
+        if self.0 == StatusCode::SERVICE_UNAVAILABLE {
+            r.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("2"));
+        }
+        r
     }
 }
 
@@ -166,8 +173,9 @@ impl Guard {
     }
 }
 
-/// The session named by `Mcp-Session-Id`: 400 when absent, 404 when unknown or ended.
-fn session(gw: &Gateway, headers: &HeaderMap) -> Result<Arc<Session>, Rejection> {
+/// The session named by `Mcp-Session-Id`: 400 when absent, 404 when unknown
+/// or ended, 503 when the session store cannot be reached.
+async fn session(gw: &Gateway, headers: &HeaderMap) -> Result<Arc<Session>, Rejection> {
     let Some(id) = headers.get(mcp_header::SESSION_ID) else {
         return Err(Rejection(
             StatusCode::BAD_REQUEST,
@@ -177,15 +185,25 @@ fn session(gw: &Gateway, headers: &HeaderMap) -> Result<Arc<Session>, Rejection>
         ));
     };
     let id = id.to_str().unwrap_or_default();
-    gw.session(id).ok_or_else(|| {
-        Rejection(
+    match gw.find_session(id).await {
+        Ok(Some(s)) => Ok(s),
+        Ok(None) => Err(Rejection(
             StatusCode::NOT_FOUND,
             RpcError::new(
                 -32001,
                 "Session not found: it ended or never existed; initialize a new session",
             ),
-        )
-    })
+        )),
+        Err(e) => Err(store_unavailable(&e)),
+    }
+}
+
+/// 503 naming the store; the client may retry shortly.
+fn store_unavailable(e: &sluice_store::StoreError) -> Rejection {
+    Rejection(
+        StatusCode::SERVICE_UNAVAILABLE,
+        RpcError::internal(format!("Service Unavailable: {e}; retry shortly")),
+    )
 }
 
 /// Rejects an unsupported `MCP-Protocol-Version` header with 400.
@@ -274,9 +292,9 @@ async fn post_mcp(State(st): State<AppState>, req: Request) -> Response {
     if let Message::Request(r) = &msg
         && r.method == "initialize"
     {
-        return initialize(&st.gw, r);
+        return initialize(&st.gw, r).await;
     }
-    let sess = match session(&st.gw, &headers) {
+    let sess = match session(&st.gw, &headers).await {
         Ok(s) => s,
         Err(r) => return r.into_response(),
     };
@@ -299,38 +317,56 @@ async fn post_mcp(State(st): State<AppState>, req: Request) -> Response {
     }
 }
 
-fn initialize(gw: &Arc<Gateway>, req: &jsonrpc::Request) -> Response {
+async fn initialize(gw: &Arc<Gateway>, req: &jsonrpc::Request) -> Response {
     let init = match gw.initialize(req.params.as_deref()) {
         Ok(i) => i,
         Err(e) => return json_response(jsonrpc::response_err(Some(&req.id), &e.to_json())),
     };
-    if gw.session_count() >= gw.config.sessions.max_sessions {
-        let mut r = rpc_error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            RpcError::internal(format!(
-                "Service Unavailable: the session limit ({}, sessions.max_sessions) is reached; retry later",
-                gw.config.sessions.max_sessions
-            )),
-        );
-        r.headers_mut()
-            .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
-        return r;
-    }
-    let id: Arc<str> = uuid::Uuid::new_v4().simple().to_string().into();
-    let sess = Arc::new(Session::new(
-        id.clone(),
-        init.protocol_version,
-        init.capabilities,
-        init.client_info,
-    ));
-    gw.register(sess);
-    tracing::info!(session = %id, version = init.protocol_version, "session started");
-    let mut resp = json_response(jsonrpc::response_ok(&req.id, &init.result));
+    let version = init.protocol_version;
+    let result = init.result.clone();
+    let sess = match gw.create_session(init).await {
+        Ok(s) => s,
+        Err(CreateError::Full(max)) => {
+            return rpc_error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                RpcError::internal(format!(
+                    "Service Unavailable: the session limit ({max}, sessions.max_sessions) is reached; retry later"
+                )),
+            );
+        }
+        Err(CreateError::Store(e)) => return store_unavailable(&e).into_response(),
+    };
+    tracing::info!(session = %sess.id, version, "session started");
+    let mut resp = json_response(jsonrpc::response_ok(&req.id, &result));
     resp.headers_mut().insert(
         mcp_header::SESSION_ID,
-        HeaderValue::from_str(&id).expect("uuid is a valid header"),
+        HeaderValue::from_str(&sess.id).expect("uuid is a valid header"),
     );
     resp
+}
+
+/// Refuses a new SSE stream when the gateway or the session has too many.
+fn stream_capacity(gw: &Gateway, sess: &Session) -> Result<(), Rejection> {
+    let cfg = &gw.config.sessions;
+    let open = gw.open_streams.load(std::sync::atomic::Ordering::Relaxed);
+    if open >= cfg.max_streams {
+        return Err(Rejection(
+            StatusCode::SERVICE_UNAVAILABLE,
+            RpcError::internal(format!(
+                "Service Unavailable: {open} SSE streams are open, the limit of sessions.max_streams; retry later"
+            )),
+        ));
+    }
+    let mine = sess.streams.lock().unwrap().open_count();
+    if mine >= cfg.max_streams_per_session {
+        return Err(Rejection(
+            StatusCode::SERVICE_UNAVAILABLE,
+            RpcError::internal(format!(
+                "Service Unavailable: this session has {mine} SSE streams open, the limit of sessions.max_streams_per_session; close one or retry later"
+            )),
+        ));
+    }
+    Ok(())
 }
 
 /// Serves a request: JSON if the answer comes first, else an SSE stream.
@@ -344,8 +380,9 @@ async fn request(
         .streams
         .lock()
         .unwrap()
-        .open(gw.config.sessions.replay_events);
+        .open(&gw.replica, gw.config.sessions.replay_events);
     let (_, mut rx) = log.attach(0);
+    let request_id = req.id.to_json();
     let done_log = log.clone();
     let done_sess = sess.clone();
     let out: Arc<dyn Outbound> = log.clone();
@@ -356,7 +393,11 @@ async fn request(
             }
             None => done_log.finish_without_message(),
         }
-        done_sess.streams.lock().unwrap().finished(done_log.id);
+        done_sess
+            .streams
+            .lock()
+            .unwrap()
+            .finished(done_log.id.clone());
     });
     let Some(first) = rx.recv().await else {
         return StatusCode::ACCEPTED.into_response();
@@ -369,14 +410,15 @@ async fn request(
     match rx.try_recv() {
         Ok((_, None)) => {
             // The answer came first and alone: plain JSON, no stream to keep.
-            sess.streams.lock().unwrap().forget(log.id);
+            sess.streams.lock().unwrap().forget(&log.id);
             return json_response(msg.to_string());
         }
         Ok(item) => pending.push(item),
         Err(_) => {}
     }
-    if !sse_ok {
-        // The client cannot take a stream: wait for the answer; interim messages are dropped.
+    if !sse_ok || stream_capacity(gw, &sess).is_err() {
+        // No stream (the client cannot take one, or too many are open): wait
+        // for the answer; interim messages stay in the replay log only.
         let mut last = msg;
         for item in pending.into_iter().skip(1) {
             if let (_, Some(m)) = item {
@@ -389,21 +431,32 @@ async fn request(
                 None => break,
             }
         }
-        tracing::debug!(session = %sess.id, "client does not accept SSE; interim messages dropped");
+        tracing::debug!(session = %sess.id, "answered without a stream; interim messages not sent");
         return json_response(last.to_string());
     }
-    sse_response(log.id, Some(0), pending, rx)
+    log.persist(Persist {
+        writer: gw.writer.clone(),
+        session: sess.id.clone(),
+        meta: StreamMeta {
+            owner: gw.replica.to_string(),
+            request_id: Some(request_id),
+            done: false,
+        },
+    });
+    sse_response(gw, &log.id, Some(0), pending, rx)
 }
 
 /// An SSE body: an optional priming event, queued events, then live ones.
 fn sse_response(
-    stream_id: u64,
+    gw: &Arc<Gateway>,
+    stream_id: &str,
     prime: Option<u64>,
     queued: Vec<StreamItem>,
     rx: mpsc::UnboundedReceiver<StreamItem>,
 ) -> Response {
     let mut head = String::new();
     if let Some(p) = prime {
+        head.push_str("retry: 1000\n");
         head.push_str(&sse::event(Some(&format!("{stream_id}-{p}")), ""));
     }
     let mut ended = false;
@@ -413,7 +466,8 @@ fn sse_response(
             None => ended = true,
         }
     }
-    let body = Body::from_stream(event_stream(stream_id, head, ended, rx));
+    let guard = OpenStream::new(gw.clone());
+    let body = Body::from_stream(event_stream(stream_id.into(), head, ended, rx, guard));
     Response::builder()
         .header(header::CONTENT_TYPE, "text/event-stream")
         .header(header::CACHE_CONTROL, "no-cache")
@@ -421,17 +475,38 @@ fn sse_response(
         .expect("valid response")
 }
 
+/// Counts an open SSE stream for as long as its body lives.
+struct OpenStream(Arc<Gateway>);
+
+impl OpenStream {
+    fn new(gw: Arc<Gateway>) -> Self {
+        gw.open_streams
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        OpenStream(gw)
+    }
+}
+
+impl Drop for OpenStream {
+    fn drop(&mut self) {
+        self.0
+            .open_streams
+            .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
 fn event_stream(
-    stream_id: u64,
+    stream_id: Arc<str>,
     head: String,
     ended: bool,
     rx: mpsc::UnboundedReceiver<StreamItem>,
+    guard: OpenStream,
 ) -> impl Stream<Item = Result<Bytes, std::convert::Infallible>> + Send {
     struct St {
         head: Option<String>,
         ended: bool,
         rx: mpsc::UnboundedReceiver<StreamItem>,
         keepalive: tokio::time::Interval,
+        _guard: OpenStream,
     }
     let mut keepalive = tokio::time::interval(Duration::from_secs(15));
     keepalive.reset();
@@ -440,23 +515,27 @@ fn event_stream(
         ended,
         rx,
         keepalive,
+        _guard: guard,
     };
-    stream::unfold(st, move |mut st| async move {
-        if let Some(h) = st.head.take() {
-            return Some((Ok(Bytes::from(h)), st));
-        }
-        if st.ended {
-            return None;
-        }
-        tokio::select! {
-            item = st.rx.recv() => match item {
-                Some((seq, Some(m))) => {
-                    let ev = sse::event(Some(&format!("{stream_id}-{seq}")), &m);
-                    Some((Ok(Bytes::from(ev)), st))
-                }
-                _ => None,
-            },
-            _ = st.keepalive.tick() => Some((Ok(Bytes::from_static(b": keepalive\n\n")), st)),
+    stream::unfold(st, move |mut st| {
+        let stream_id = stream_id.clone();
+        async move {
+            if let Some(h) = st.head.take() {
+                return Some((Ok(Bytes::from(h)), st));
+            }
+            if st.ended {
+                return None;
+            }
+            tokio::select! {
+                item = st.rx.recv() => match item {
+                    Some((seq, Some(m))) => {
+                        let ev = sse::event(Some(&format!("{stream_id}-{seq}")), &m);
+                        Some((Ok(Bytes::from(ev)), st))
+                    }
+                    _ => None,
+                },
+                _ = st.keepalive.tick() => Some((Ok(Bytes::from_static(b": keepalive\n\n")), st)),
+            }
         }
     })
 }
@@ -475,7 +554,7 @@ async fn get_mcp(State(st): State<AppState>, headers: HeaderMap) -> Response {
             ),
         );
     }
-    let sess = match session(&st.gw, &headers) {
+    let sess = match session(&st.gw, &headers).await {
         Ok(s) => s,
         Err(r) => return r.into_response(),
     };
@@ -483,11 +562,15 @@ async fn get_mcp(State(st): State<AppState>, headers: HeaderMap) -> Response {
         return r.into_response();
     }
     sess.touch();
+    if let Err(r) = stream_capacity(&st.gw, &sess) {
+        return r.into_response();
+    }
     if let Some(last) = headers.get(mcp_header::LAST_EVENT_ID) {
         let last = last.to_str().unwrap_or_default();
         let parsed = last
-            .split_once('-')
-            .and_then(|(s, n)| Some((s.parse::<u64>().ok()?, n.parse::<u64>().ok()?)));
+            .rsplit_once('-')
+            .and_then(|(s, n)| Some((s.to_string(), n.parse::<u64>().ok()?)))
+            .filter(|(s, _)| !s.is_empty());
         let Some((stream_id, seq)) = parsed else {
             return rpc_error(
                 StatusCode::BAD_REQUEST,
@@ -496,23 +579,13 @@ async fn get_mcp(State(st): State<AppState>, headers: HeaderMap) -> Response {
                 )),
             );
         };
-        let log = sess.streams.lock().unwrap().by_id.get(&stream_id).cloned();
-        let Some(log) = log else {
-            return rpc_error(
-                StatusCode::NOT_FOUND,
-                RpcError::invalid_request(format!(
-                    "Not Found: stream of event `{last}` is no longer kept; its events cannot be replayed"
-                )),
-            );
-        };
-        let (replay, rx) = log.attach(seq);
-        let queued = replay.into_iter().map(|(s, m)| (s, Some(m))).collect();
-        return sse_response(stream_id, None, queued, rx);
+        return resume(&st.gw, &sess, &stream_id, seq).await;
     }
     let log = {
         let mut streams = sess.streams.lock().unwrap();
         if let Some(cur) = streams
             .standalone
+            .clone()
             .and_then(|id| streams.by_id.get(&id).cloned())
             && cur.has_reader()
         {
@@ -521,15 +594,145 @@ async fn get_mcp(State(st): State<AppState>, headers: HeaderMap) -> Response {
                 RpcError::invalid_request("Conflict: this session already has an open GET stream"),
             );
         }
-        let log = streams.open(st.gw.config.sessions.replay_events);
-        if let Some(old) = streams.standalone.replace(log.id) {
-            streams.forget(old);
+        let log = streams.open(&st.gw.replica, st.gw.config.sessions.replay_events);
+        if let Some(old) = streams.standalone.replace(log.id.clone()) {
+            streams.forget(&old);
         }
         log
     };
     let (_, rx) = log.attach(0);
     sess.set_unsolicited(Some(log.clone() as Arc<dyn Outbound>));
-    sse_response(log.id, Some(0), Vec::new(), rx)
+    log.persist(Persist {
+        writer: st.gw.writer.clone(),
+        session: sess.id.clone(),
+        meta: StreamMeta {
+            owner: st.gw.replica.to_string(),
+            request_id: None,
+            done: false,
+        },
+    });
+    let owner = Some(st.gw.replica.to_string());
+    if *sess.standalone_owner.lock().unwrap() != owner {
+        *sess.standalone_owner.lock().unwrap() = owner;
+        st.gw.save_session(&sess).await;
+    }
+    sse_response(&st.gw, &log.id, Some(0), Vec::new(), rx)
+}
+
+/// Resumes a broken stream after event `seq`: from this replica's memory if
+/// it holds the stream, else from the store, following it live while another
+/// replica still writes it. A stream whose writer is gone ends with an error
+/// for its request, so the client is never left waiting.
+async fn resume(gw: &Arc<Gateway>, sess: &Arc<Session>, stream_id: &str, seq: u64) -> Response {
+    let stream: Arc<str> = stream_id.into();
+    let local = sess.streams.lock().unwrap().by_id.get(stream_id).cloned();
+    if let Some(log) = local {
+        let (replay, rx) = log.attach(seq);
+        let queued = replay.into_iter().map(|(s, m)| (s, Some(m))).collect();
+        return sse_response(gw, stream_id, None, queued, rx);
+    }
+    let store = gw.store();
+    let meta = match store.get_stream(&sess.id, stream_id).await {
+        Ok(Some(m)) => m,
+        Ok(None) => {
+            return rpc_error(
+                StatusCode::NOT_FOUND,
+                RpcError::invalid_request(format!(
+                    "Not Found: stream `{stream_id}` is no longer kept; its events cannot be replayed"
+                )),
+            );
+        }
+        Err(e) => return store_unavailable(&e).into_response(),
+    };
+    // Follow first, then read the log, so no event falls between the two.
+    let mut follow = match (meta.done, store.bus()) {
+        (false, Some(bus)) => bus.follow(&sess.id, stream_id).await.ok(),
+        _ => None,
+    };
+    let events = match store.events_after(&sess.id, stream_id, seq).await {
+        Ok(e) => e,
+        Err(e) => return store_unavailable(&e).into_response(),
+    };
+    let mut last_seq = seq;
+    let mut queued: Vec<StreamItem> = Vec::with_capacity(events.len() + 1);
+    for e in events {
+        last_seq = last_seq.max(e.seq);
+        queued.push((e.seq, Some(e.data.into())));
+    }
+    let (tx, rx) = mpsc::unbounded_channel();
+    let finished = meta.done
+        || !store
+            .replica_alive(&meta.owner, gw.replica())
+            .await
+            .unwrap_or(false);
+    if finished {
+        let answered = queued.iter().any(|(_, m)| {
+            m.as_deref()
+                .is_some_and(|m| m.contains("\"result\"") || m.contains("\"error\""))
+        });
+        if !meta.done
+            && !answered
+            && let Some(id) = &meta.request_id
+        {
+            queued.push((last_seq + 1, Some(owner_gone(id).into())));
+        }
+        queued.push((0, None));
+    } else if let Some(mut f) = follow.take() {
+        let (gw, session, owner) = (gw.clone(), sess.id.clone(), meta.owner.clone());
+        let request_id = meta.request_id.clone();
+        tokio::spawn(async move {
+            let mut check = tokio::time::interval(Duration::from_secs(2));
+            check.tick().await;
+            let mut last_seq = last_seq;
+            loop {
+                tokio::select! {
+                    item = f.recv() => match item {
+                        Some((s, Some(d))) if s > last_seq => {
+                            last_seq = s;
+                            if tx.send((s, Some(d.into()))).is_err() {
+                                return;
+                            }
+                        }
+                        Some((_, Some(_))) => {}
+                        Some((_, None)) | None => {
+                            let _ = tx.send((0, None));
+                            return;
+                        }
+                    },
+                    _ = check.tick() => {
+                        // The writer may have died without finishing the stream.
+                        if gw.store().replica_alive(&owner, gw.replica()).await.unwrap_or(true) {
+                            continue;
+                        }
+                        let done = gw
+                            .store()
+                            .get_stream(&session, &stream)
+                            .await
+                            .ok()
+                            .flatten()
+                            .is_some_and(|m| m.done);
+                        if !done && let Some(id) = &request_id {
+                            let _ = tx.send((last_seq + 1, Some(owner_gone(id).into())));
+                        }
+                        let _ = tx.send((0, None));
+                        return;
+                    }
+                }
+            }
+        });
+    }
+    sse_response(gw, stream_id, None, queued, rx)
+}
+
+/// The error a client gets for a request whose replica died before answering.
+fn owner_gone(request_id: &str) -> String {
+    let err = RpcError::internal(
+        "the gateway instance serving this request stopped before it answered; the request may or may not have completed upstream",
+    );
+    format!(
+        r#"{{"jsonrpc":"2.0","id":{request_id},"error":{}}}"#,
+        err.to_json()
+    )
 }
 
 // ----- DELETE -----------------------------------------------------------------
@@ -538,11 +741,13 @@ async fn delete_mcp(State(st): State<AppState>, headers: HeaderMap) -> Response 
     if let Err(r) = st.guard.check(&headers) {
         return r.into_response();
     }
-    let sess = match session(&st.gw, &headers) {
+    let sess = match session(&st.gw, &headers).await {
         Ok(s) => s,
         Err(r) => return r.into_response(),
     };
-    st.gw.end_session(&sess.id);
+    if let Err(e) = st.gw.end_session(&sess.id).await {
+        return store_unavailable(&e).into_response();
+    }
     tracing::info!(session = %sess.id, "session ended by the client");
     StatusCode::OK.into_response()
 }
@@ -589,9 +794,4 @@ async fn metrics(State(st): State<AppState>, headers: HeaderMap) -> Response {
         st.gw.metrics_text(),
     )
         .into_response()
-}
-
-#[allow(dead_code)]
-fn _assert_send(l: Arc<StreamLog>) -> Arc<dyn Outbound> {
-    l
 }

@@ -11,6 +11,8 @@ mod limits;
 mod metrics;
 mod report;
 pub mod session;
+mod sessions;
 pub mod stdio;
 
 pub use gateway::Gateway;
+pub use sessions::CreateError;

@@ -4,11 +4,19 @@
 
 use serde_json::Value;
 use sluice_mcp::Id;
+use sluice_store::{Event, SessionRecord, StreamMeta};
 use sluice_upstream::Reply;
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+pub(crate) fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::AbortHandle;
 
@@ -18,12 +26,20 @@ pub trait Outbound: Send + Sync {
     fn send(&self, msg: String) -> bool;
 }
 
-/// One client session.
+/// One client session, as this replica knows it: the stored record's
+/// fields, plus what lives only here (calls in flight, requests awaiting the
+/// client, streams with a reader attached).
 pub struct Session {
     pub id: Arc<str>,
     pub protocol_version: &'static str,
     pub client_capabilities: Value,
     pub client_info: Value,
+    pub principal: Option<String>,
+    /// The replica holding this session's standalone stream.
+    pub(crate) standalone_owner: Mutex<Option<String>>,
+    created_ms: u64,
+    /// When this replica last refreshed the session in the store (ms).
+    pub(crate) stored_touch_ms: AtomicU64,
     created: Instant,
     last_active_ms: AtomicU64,
     pub(crate) closed: AtomicBool,
@@ -50,6 +66,10 @@ impl Session {
             protocol_version,
             client_capabilities,
             client_info,
+            principal: None,
+            standalone_owner: Mutex::new(None),
+            created_ms: now_ms(),
+            stored_touch_ms: AtomicU64::new(now_ms()),
             created: Instant::now(),
             last_active_ms: AtomicU64::new(0),
             closed: AtomicBool::new(false),
@@ -64,13 +84,48 @@ impl Session {
         s
     }
 
+    /// A session as stored by any replica.
+    pub fn from_record(rec: &SessionRecord) -> Self {
+        let version = sluice_mcp::version::supported(&rec.protocol_version)
+            .unwrap_or(sluice_mcp::version::LATEST);
+        let mut s = Session::new(
+            rec.id.as_str().into(),
+            version,
+            rec.client_capabilities.clone(),
+            rec.client_info.clone(),
+        );
+        s.principal = rec.principal.clone();
+        *s.standalone_owner.get_mut().unwrap() = rec.standalone_owner.clone();
+        s.created_ms = rec.created_ms;
+        *s.log_level.get_mut().unwrap() = rec.log_level.clone();
+        s.subscriptions
+            .get_mut()
+            .unwrap()
+            .extend(rec.subscriptions.iter().cloned());
+        s
+    }
+
+    /// The record other replicas need to serve this session.
+    pub fn to_record(&self) -> SessionRecord {
+        let mut subscriptions: Vec<String> =
+            self.subscriptions.lock().unwrap().iter().cloned().collect();
+        subscriptions.sort();
+        SessionRecord {
+            id: self.id.to_string(),
+            protocol_version: self.protocol_version.to_string(),
+            client_capabilities: self.client_capabilities.clone(),
+            client_info: self.client_info.clone(),
+            principal: self.principal.clone(),
+            log_level: self.log_level.lock().unwrap().clone(),
+            subscriptions,
+            standalone_owner: self.standalone_owner.lock().unwrap().clone(),
+            created_ms: self.created_ms,
+        }
+    }
+
     /// Records activity (for idle eviction and for choosing a session for unsolicited requests).
     pub fn touch(&self) {
-        let ms = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_millis() as u64)
-            .unwrap_or(0);
-        self.last_active_ms.store(ms, Ordering::Relaxed);
+        self.last_active_ms.store(now_ms(), Ordering::Relaxed);
     }
 
     pub fn last_active_ms(&self) -> u64 {
@@ -119,28 +174,36 @@ impl Session {
     }
 }
 
-/// A session's SSE streams, by id, with finished ones kept briefly for replay.
+/// A session's SSE streams on this replica, by id, with finished ones kept
+/// briefly for replay.
 #[derive(Default)]
 pub(crate) struct Streams {
     next_id: u64,
-    pub(crate) by_id: HashMap<u64, Arc<StreamLog>>,
-    finished: VecDeque<u64>,
-    pub(crate) standalone: Option<u64>,
+    pub(crate) by_id: HashMap<Arc<str>, Arc<StreamLog>>,
+    finished: VecDeque<Arc<str>>,
+    pub(crate) standalone: Option<Arc<str>>,
 }
 
 /// Finished streams kept per session for `Last-Event-ID` replay.
 const KEEP_FINISHED: usize = 16;
 
 impl Streams {
-    pub(crate) fn open(&mut self, cap: usize) -> Arc<StreamLog> {
+    /// Opens a stream whose id is unique across replicas (`{replica}x{n}`).
+    pub(crate) fn open(&mut self, replica: &str, cap: usize) -> Arc<StreamLog> {
         self.next_id += 1;
-        let s = Arc::new(StreamLog::new(self.next_id, cap));
-        self.by_id.insert(self.next_id, s.clone());
+        let id: Arc<str> = format!("{replica}x{:x}", self.next_id).into();
+        let s = Arc::new(StreamLog::new(id.clone(), cap));
+        self.by_id.insert(id, s.clone());
         s
     }
 
+    /// Open streams with a reader attached.
+    pub(crate) fn open_count(&self) -> usize {
+        self.by_id.values().filter(|s| s.has_reader()).count()
+    }
+
     /// Notes that a stream finished; drops the oldest finished ones beyond the bound.
-    pub(crate) fn finished(&mut self, id: u64) {
+    pub(crate) fn finished(&mut self, id: Arc<str>) {
         self.finished.push_back(id);
         while self.finished.len() > KEEP_FINISHED {
             if let Some(old) = self.finished.pop_front() {
@@ -149,8 +212,8 @@ impl Streams {
         }
     }
 
-    pub(crate) fn forget(&mut self, id: u64) {
-        self.by_id.remove(&id);
+    pub(crate) fn forget(&mut self, id: &str) {
+        self.by_id.remove(id);
     }
 }
 
@@ -161,7 +224,7 @@ pub(crate) type StreamItem = (u64, Option<Arc<str>>);
 /// Messages are logged before they are sent, so a reader that reconnects with
 /// `Last-Event-ID` gets every message it missed, once.
 pub(crate) struct StreamLog {
-    pub(crate) id: u64,
+    pub(crate) id: Arc<str>,
     inner: Mutex<LogInner>,
 }
 
@@ -171,10 +234,33 @@ struct LogInner {
     done: bool,
     cap: usize,
     live: Option<mpsc::UnboundedSender<StreamItem>>,
+    /// Set once the stream is an SSE stream: its events also go to the store.
+    persist: Option<Persist>,
+}
+
+/// Where a persisted stream's events go: the gateway's store writer.
+pub(crate) struct Persist {
+    pub writer: mpsc::UnboundedSender<LogOp>,
+    pub session: Arc<str>,
+    pub meta: StreamMeta,
+}
+
+/// A write for the store, done in order by the gateway's writer task.
+pub(crate) enum LogOp {
+    Event {
+        session: Arc<str>,
+        stream: Arc<str>,
+        event: Event,
+    },
+    Meta {
+        session: Arc<str>,
+        stream: Arc<str>,
+        meta: StreamMeta,
+    },
 }
 
 impl StreamLog {
-    fn new(id: u64, cap: usize) -> Self {
+    fn new(id: Arc<str>, cap: usize) -> Self {
         StreamLog {
             id,
             inner: Mutex::new(LogInner {
@@ -183,8 +269,34 @@ impl StreamLog {
                 done: false,
                 cap,
                 live: None,
+                persist: None,
             }),
         }
+    }
+
+    /// From now on, also write this stream's events (those logged so far
+    /// included) to the store, so any replica can replay them.
+    pub(crate) fn persist(&self, p: Persist) {
+        let mut g = self.inner.lock().unwrap();
+        let _ = p.writer.send(LogOp::Meta {
+            session: p.session.clone(),
+            stream: self.id.clone(),
+            meta: StreamMeta {
+                done: g.done,
+                ..p.meta.clone()
+            },
+        });
+        for (seq, data) in &g.events {
+            let _ = p.writer.send(LogOp::Event {
+                session: p.session.clone(),
+                stream: self.id.clone(),
+                event: Event {
+                    seq: *seq,
+                    data: data.to_string(),
+                },
+            });
+        }
+        g.persist = Some(p);
     }
 
     /// Appends a message; `last` ends the stream after it.
@@ -196,6 +308,26 @@ impl StreamLog {
         let seq = g.next_seq;
         g.next_seq += 1;
         let msg: Arc<str> = msg.into();
+        if let Some(p) = &g.persist {
+            let _ = p.writer.send(LogOp::Event {
+                session: p.session.clone(),
+                stream: self.id.clone(),
+                event: Event {
+                    seq,
+                    data: msg.to_string(),
+                },
+            });
+            if last {
+                let _ = p.writer.send(LogOp::Meta {
+                    session: p.session.clone(),
+                    stream: self.id.clone(),
+                    meta: StreamMeta {
+                        done: true,
+                        ..p.meta.clone()
+                    },
+                });
+            }
+        }
         g.events.push_back((seq, msg.clone()));
         while g.events.len() > g.cap {
             g.events.pop_front();
@@ -217,6 +349,16 @@ impl StreamLog {
     pub(crate) fn finish_without_message(&self) {
         let mut g = self.inner.lock().unwrap();
         g.done = true;
+        if let Some(p) = &g.persist {
+            let _ = p.writer.send(LogOp::Meta {
+                session: p.session.clone(),
+                stream: self.id.clone(),
+                meta: StreamMeta {
+                    done: true,
+                    ..p.meta.clone()
+                },
+            });
+        }
         if let Some(live) = g.live.take() {
             let _ = live.send((0, None));
         }

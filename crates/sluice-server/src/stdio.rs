@@ -72,7 +72,7 @@ pub async fn serve(
                 match gw.initialize(r.params.as_deref()) {
                     Ok(init) => {
                         if let Some(old) = session.take() {
-                            gw.end_session(&old.id);
+                            gw.forget_local(&old.id);
                         }
                         let s = Arc::new(Session::new(
                             "stdio".into(),
@@ -81,7 +81,7 @@ pub async fn serve(
                             init.client_info,
                         ));
                         s.set_unsolicited(Some(out.clone()));
-                        gw.register(s.clone());
+                        gw.register_local(s.clone());
                         session = Some(s);
                         let _ = tx.send(jsonrpc::response_ok(&r.id, &init.result));
                     }
@@ -115,7 +115,7 @@ pub async fn serve(
         }
     }
     if let Some(s) = session {
-        gw.end_session(&s.id);
+        gw.forget_local(&s.id);
     }
     drop(tx);
     drop(out);

@@ -34,6 +34,9 @@ pub struct SessionRecord {
     pub log_level: Option<String>,
     #[serde(rename = "subs", default, skip_serializing_if = "Vec::is_empty")]
     pub subscriptions: Vec<String>,
+    /// The replica holding the session's standalone GET stream, if one is open.
+    #[serde(rename = "sa", default, skip_serializing_if = "Option::is_none")]
+    pub standalone_owner: Option<String>,
     /// Milliseconds since the Unix epoch.
     #[serde(rename = "t")]
     pub created_ms: u64,
@@ -163,20 +166,39 @@ impl Store {
     }
 
     /// Appends events to a stream's log (in order), trimming it to its bounds.
-    pub async fn append(&self, session: &str, stream: &str, events: &[Event]) -> Result<(), StoreError> {
+    pub async fn append(
+        &self,
+        session: &str,
+        stream: &str,
+        events: &[Event],
+    ) -> Result<(), StoreError> {
         each!(self, s => s.append(session, stream, events).await)
     }
 
     /// The logged events of a stream after `after`, oldest first.
-    pub async fn events_after(&self, session: &str, stream: &str, after: u64) -> Result<Vec<Event>, StoreError> {
+    pub async fn events_after(
+        &self,
+        session: &str,
+        stream: &str,
+        after: u64,
+    ) -> Result<Vec<Event>, StoreError> {
         each!(self, s => s.events_after(session, stream, after).await)
     }
 
-    pub async fn set_stream(&self, session: &str, stream: &str, meta: &StreamMeta) -> Result<(), StoreError> {
+    pub async fn set_stream(
+        &self,
+        session: &str,
+        stream: &str,
+        meta: &StreamMeta,
+    ) -> Result<(), StoreError> {
         each!(self, s => s.set_stream(session, stream, meta).await)
     }
 
-    pub async fn get_stream(&self, session: &str, stream: &str) -> Result<Option<StreamMeta>, StoreError> {
+    pub async fn get_stream(
+        &self,
+        session: &str,
+        stream: &str,
+    ) -> Result<Option<StreamMeta>, StoreError> {
         each!(self, s => s.get_stream(session, stream).await)
     }
 

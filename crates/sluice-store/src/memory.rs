@@ -37,7 +37,13 @@ impl MemoryStore {
     }
 
     pub(crate) async fn get(&self, id: &str) -> Result<Option<SessionRecord>, StoreError> {
-        Ok(self.inner.lock().unwrap().sessions.get(id).map(|(r, _)| r.clone()))
+        Ok(self
+            .inner
+            .lock()
+            .unwrap()
+            .sessions
+            .get(id)
+            .map(|(r, _)| r.clone()))
     }
 
     pub(crate) async fn touch(&self, id: &str) -> Result<bool, StoreError> {
@@ -77,7 +83,12 @@ impl MemoryStore {
         Ok(ids)
     }
 
-    pub(crate) async fn append(&self, session: &str, stream: &str, events: &[Event]) -> Result<(), StoreError> {
+    pub(crate) async fn append(
+        &self,
+        session: &str,
+        stream: &str,
+        events: &[Event],
+    ) -> Result<(), StoreError> {
         let now = now_ms();
         let oldest = now.saturating_sub(self.bounds.max_age.as_millis() as u64);
         let mut g = self.inner.lock().unwrap();
@@ -85,13 +96,19 @@ impl MemoryStore {
         for e in events {
             log.push_back((e.seq, now, e.data.clone()));
         }
-        while log.len() > self.bounds.max_events || log.front().is_some_and(|(_, t, _)| *t < oldest) {
+        while log.len() > self.bounds.max_events || log.front().is_some_and(|(_, t, _)| *t < oldest)
+        {
             log.pop_front();
         }
         Ok(())
     }
 
-    pub(crate) async fn events_after(&self, session: &str, stream: &str, after: u64) -> Result<Vec<Event>, StoreError> {
+    pub(crate) async fn events_after(
+        &self,
+        session: &str,
+        stream: &str,
+        after: u64,
+    ) -> Result<Vec<Event>, StoreError> {
         let oldest = now_ms().saturating_sub(self.bounds.max_age.as_millis() as u64);
         let g = self.inner.lock().unwrap();
         Ok(g.logs
@@ -108,7 +125,12 @@ impl MemoryStore {
             .unwrap_or_default())
     }
 
-    pub(crate) async fn set_stream(&self, session: &str, stream: &str, meta: &StreamMeta) -> Result<(), StoreError> {
+    pub(crate) async fn set_stream(
+        &self,
+        session: &str,
+        stream: &str,
+        meta: &StreamMeta,
+    ) -> Result<(), StoreError> {
         self.inner
             .lock()
             .unwrap()
@@ -117,7 +139,11 @@ impl MemoryStore {
         Ok(())
     }
 
-    pub(crate) async fn get_stream(&self, session: &str, stream: &str) -> Result<Option<StreamMeta>, StoreError> {
+    pub(crate) async fn get_stream(
+        &self,
+        session: &str,
+        stream: &str,
+    ) -> Result<Option<StreamMeta>, StoreError> {
         Ok(self
             .inner
             .lock()

@@ -43,10 +43,13 @@ impl Lazy {
             .set_connection_timeout(Some(OP_TIMEOUT))
             .set_response_timeout(Some(OP_TIMEOUT))
             .set_number_of_retries(1);
-        let c = tokio::time::timeout(OP_TIMEOUT, ConnectionManager::new_with_config(self.client.clone(), cfg))
-            .await
-            .map_err(|_| unavailable("connecting timed out"))?
-            .map_err(unavailable)?;
+        let c = tokio::time::timeout(
+            OP_TIMEOUT,
+            ConnectionManager::new_with_config(self.client.clone(), cfg),
+        )
+        .await
+        .map_err(|_| unavailable("connecting timed out"))?
+        .map_err(unavailable)?;
         *g = Some(c.clone());
         Ok(c)
     }
@@ -60,8 +63,14 @@ pub struct RedisStore {
 }
 
 impl RedisStore {
-    pub(crate) async fn open(url: &str, prefix: &str, idle: Duration, bounds: LogBounds) -> Result<Self, StoreError> {
-        let client = redis::Client::open(url).map_err(|e| unavailable(format!("bad redis_url: {e}")))?;
+    pub(crate) async fn open(
+        url: &str,
+        prefix: &str,
+        idle: Duration,
+        bounds: LogBounds,
+    ) -> Result<Self, StoreError> {
+        let client =
+            redis::Client::open(url).map_err(|e| unavailable(format!("bad redis_url: {e}")))?;
         let store = RedisStore {
             lazy: Arc::new(Lazy {
                 client,
@@ -102,7 +111,11 @@ impl RedisStore {
 
     pub(crate) async fn put(&self, rec: &SessionRecord) -> Result<(), StoreError> {
         let json = serde_json::to_string(rec).expect("record serializes");
-        let (k, z, ttl) = (self.key(&["s", &rec.id]), self.key(&["sessions"]), self.idle_secs());
+        let (k, z, ttl) = (
+            self.key(&["s", &rec.id]),
+            self.key(&["sessions"]),
+            self.idle_secs(),
+        );
         let id = rec.id.clone();
         self.op(async move |c| {
             redis::pipe()
@@ -127,7 +140,11 @@ impl RedisStore {
     }
 
     pub(crate) async fn touch(&self, id: &str) -> Result<bool, StoreError> {
-        let (k, z, ttl) = (self.key(&["s", id]), self.key(&["sessions"]), self.idle_secs());
+        let (k, z, ttl) = (
+            self.key(&["s", id]),
+            self.key(&["sessions"]),
+            self.idle_secs(),
+        );
         let id = id.to_string();
         self.op(async move |c| {
             let alive: bool = c.expire(&k, ttl as i64).await?;
@@ -179,10 +196,18 @@ impl RedisStore {
         Ok(ids)
     }
 
-    pub(crate) async fn append(&self, session: &str, stream: &str, events: &[Event]) -> Result<(), StoreError> {
+    pub(crate) async fn append(
+        &self,
+        session: &str,
+        stream: &str,
+        events: &[Event],
+    ) -> Result<(), StoreError> {
         let k = self.key(&["e", session, stream]);
         let now = now_ms();
-        let items: Vec<String> = events.iter().map(|e| format!("{} {} {}", e.seq, now, e.data)).collect();
+        let items: Vec<String> = events
+            .iter()
+            .map(|e| format!("{} {} {}", e.seq, now, e.data))
+            .collect();
         let (max, ttl) = (self.bounds.max_events as isize, self.idle_secs());
         self.op(async move |c| {
             redis::pipe()
@@ -195,7 +220,12 @@ impl RedisStore {
         .await
     }
 
-    pub(crate) async fn events_after(&self, session: &str, stream: &str, after: u64) -> Result<Vec<Event>, StoreError> {
+    pub(crate) async fn events_after(
+        &self,
+        session: &str,
+        stream: &str,
+        after: u64,
+    ) -> Result<Vec<Event>, StoreError> {
         let k = self.key(&["e", session, stream]);
         let items: Vec<String> = self.op(async move |c| c.lrange(&k, 0, -1).await).await?;
         let oldest = now_ms().saturating_sub(self.bounds.max_age.as_millis() as u64);
@@ -211,14 +241,23 @@ impl RedisStore {
             .collect())
     }
 
-    pub(crate) async fn set_stream(&self, session: &str, stream: &str, meta: &StreamMeta) -> Result<(), StoreError> {
+    pub(crate) async fn set_stream(
+        &self,
+        session: &str,
+        stream: &str,
+        meta: &StreamMeta,
+    ) -> Result<(), StoreError> {
         let k = self.key(&["st", session, stream]);
         let json = serde_json::to_string(meta).expect("meta serializes");
         let ttl = self.idle_secs();
         self.op(async move |c| c.set_ex(&k, json, ttl).await).await
     }
 
-    pub(crate) async fn get_stream(&self, session: &str, stream: &str) -> Result<Option<StreamMeta>, StoreError> {
+    pub(crate) async fn get_stream(
+        &self,
+        session: &str,
+        stream: &str,
+    ) -> Result<Option<StreamMeta>, StoreError> {
         let k = self.key(&["st", session, stream]);
         let json: Option<String> = self.op(async move |c| c.get(&k).await).await?;
         Ok(json.and_then(|j| serde_json::from_str(&j).ok()))
@@ -255,7 +294,10 @@ pub enum BusMessage {
     /// A client's answer to a server-to-client request the target replica is waiting on.
     ClientResponse { session: String, message: String },
     /// A client cancelled a request; whichever replica runs it aborts it.
-    Cancel { session: String, request_id: serde_json::Value },
+    Cancel {
+        session: String,
+        request_id: serde_json::Value,
+    },
     /// A message for the session's standalone stream, held by the target replica.
     Unsolicited { session: String, message: String },
     /// The session ended: forget it.
@@ -288,17 +330,27 @@ impl Bus {
             Some(r) => self.channel(&["replica", r]),
             None => self.channel(&["all"]),
         };
-        self.publish(ch, serde_json::to_string(msg).expect("bus message serializes"))
-            .await
+        self.publish(
+            ch,
+            serde_json::to_string(msg).expect("bus message serializes"),
+        )
+        .await
     }
 
     /// Publishes a live stream event (`None`: the stream ended) for replicas following it.
-    pub async fn stream_event(&self, session: &str, stream: &str, seq: u64, data: Option<&str>) -> Result<(), StoreError> {
+    pub async fn stream_event(
+        &self,
+        session: &str,
+        stream: &str,
+        seq: u64,
+        data: Option<&str>,
+    ) -> Result<(), StoreError> {
         let payload = match data {
             Some(d) => format!("{seq} {d}"),
             None => format!("{seq}"),
         };
-        self.publish(self.channel(&["stream", session, stream]), payload).await
+        self.publish(self.channel(&["stream", session, stream]), payload)
+            .await
     }
 
     /// Receives this replica's messages (and broadcasts) until the receiver is dropped;
@@ -316,14 +368,18 @@ impl Bus {
                             backoff = Duration::from_millis(200);
                             let mut msgs = ps.on_message();
                             while let Some(m) = msgs.next().await {
-                                let Ok(payload) = m.get_payload::<String>() else { continue };
+                                let Ok(payload) = m.get_payload::<String>() else {
+                                    continue;
+                                };
                                 match serde_json::from_str::<BusMessage>(&payload) {
                                     Ok(msg) => {
                                         if tx.send(msg).is_err() {
                                             return;
                                         }
                                     }
-                                    Err(e) => tracing::warn!(error = %e, "unreadable bus message dropped"),
+                                    Err(e) => {
+                                        tracing::warn!(error = %e, "unreadable bus message dropped")
+                                    }
                                 }
                             }
                         }
@@ -340,8 +396,17 @@ impl Bus {
     /// Follows a stream written by another replica: `(seq, Some(data))` per
     /// event, `(seq, None)` at its end. The subscription is made before this
     /// returns, so events published afterwards are not missed.
-    pub async fn follow(&self, session: &str, stream: &str) -> Result<mpsc::UnboundedReceiver<(u64, Option<String>)>, StoreError> {
-        let mut ps = self.lazy.client.get_async_pubsub().await.map_err(unavailable)?;
+    pub async fn follow(
+        &self,
+        session: &str,
+        stream: &str,
+    ) -> Result<mpsc::UnboundedReceiver<(u64, Option<String>)>, StoreError> {
+        let mut ps = self
+            .lazy
+            .client
+            .get_async_pubsub()
+            .await
+            .map_err(unavailable)?;
         ps.subscribe(self.channel(&["stream", session, stream]))
             .await
             .map_err(unavailable)?;

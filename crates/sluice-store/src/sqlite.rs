@@ -24,9 +24,11 @@ impl SqliteStore {
         let path = path.to_path_buf();
         let conn = tokio::task::spawn_blocking(move || -> Result<Connection, StoreError> {
             if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-                std::fs::create_dir_all(dir).map_err(|e| err(format!("cannot create {}: {e}", dir.display())))?;
+                std::fs::create_dir_all(dir)
+                    .map_err(|e| err(format!("cannot create {}: {e}", dir.display())))?;
             }
-            let c = Connection::open(&path).map_err(|e| err(format!("cannot open {}: {e}", path.display())))?;
+            let c = Connection::open(&path)
+                .map_err(|e| err(format!("cannot open {}: {e}", path.display())))?;
             c.execute_batch(
                 "PRAGMA journal_mode = WAL;
                  PRAGMA synchronous = NORMAL;
@@ -85,8 +87,12 @@ impl SqliteStore {
         let id = id.to_string();
         let json: Option<String> = self
             .run(move |c| {
-                c.query_row("SELECT record FROM sessions WHERE id = ?1", params![id], |r| r.get(0))
-                    .optional()
+                c.query_row(
+                    "SELECT record FROM sessions WHERE id = ?1",
+                    params![id],
+                    |r| r.get(0),
+                )
+                .optional()
             })
             .await?;
         json.map(|j| {
@@ -144,7 +150,12 @@ impl SqliteStore {
         Ok(ids)
     }
 
-    pub(crate) async fn append(&self, session: &str, stream: &str, events: &[Event]) -> Result<(), StoreError> {
+    pub(crate) async fn append(
+        &self,
+        session: &str,
+        stream: &str,
+        events: &[Event],
+    ) -> Result<(), StoreError> {
         let (session, stream) = (session.to_string(), stream.to_string());
         let events: Vec<Event> = events.to_vec();
         let bounds = self.bounds;
@@ -168,7 +179,12 @@ impl SqliteStore {
         .await
     }
 
-    pub(crate) async fn events_after(&self, session: &str, stream: &str, after: u64) -> Result<Vec<Event>, StoreError> {
+    pub(crate) async fn events_after(
+        &self,
+        session: &str,
+        stream: &str,
+        after: u64,
+    ) -> Result<Vec<Event>, StoreError> {
         let (session, stream) = (session.to_string(), stream.to_string());
         let oldest = now_ms().saturating_sub(self.bounds.max_age.as_millis() as u64) as i64;
         self.run(move |c| {
@@ -186,7 +202,12 @@ impl SqliteStore {
         .await
     }
 
-    pub(crate) async fn set_stream(&self, session: &str, stream: &str, meta: &StreamMeta) -> Result<(), StoreError> {
+    pub(crate) async fn set_stream(
+        &self,
+        session: &str,
+        stream: &str,
+        meta: &StreamMeta,
+    ) -> Result<(), StoreError> {
         let (session, stream) = (session.to_string(), stream.to_string());
         let json = serde_json::to_string(meta).expect("meta serializes");
         self.run(move |c| {
@@ -199,7 +220,11 @@ impl SqliteStore {
         .await
     }
 
-    pub(crate) async fn get_stream(&self, session: &str, stream: &str) -> Result<Option<StreamMeta>, StoreError> {
+    pub(crate) async fn get_stream(
+        &self,
+        session: &str,
+        stream: &str,
+    ) -> Result<Option<StreamMeta>, StoreError> {
         let (session, stream) = (session.to_string(), stream.to_string());
         let json: Option<String> = self
             .run(move |c| {

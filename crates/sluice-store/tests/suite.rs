@@ -28,11 +28,12 @@ async fn open(kind: &str, bounds: LogBounds) -> Store {
         },
         _ => unreachable!(),
     };
-    let store = Store::open(&cfg, Duration::from_secs(60), bounds).await.unwrap();
-    store
-        .ping()
+    let store = Store::open(&cfg, Duration::from_secs(60), bounds)
         .await
-        .unwrap_or_else(|e| panic!("{kind} store not reachable (is Redis running on 127.0.0.1:6379?): {e}"));
+        .unwrap();
+    store.ping().await.unwrap_or_else(|e| {
+        panic!("{kind} store not reachable (is Redis running on 127.0.0.1:6379?): {e}")
+    });
     store
 }
 
@@ -52,6 +53,7 @@ fn record(id: &str) -> SessionRecord {
         principal: None,
         log_level: None,
         subscriptions: vec![],
+        standalone_owner: None,
         created_ms: 1_700_000_000_000,
     }
 }
@@ -59,7 +61,9 @@ fn record(id: &str) -> SessionRecord {
 fn ev(seq: u64) -> Event {
     Event {
         seq,
-        data: format!(r#"{{"jsonrpc":"2.0","method":"notifications/progress","params":{{"progress":{seq}}}}}"#),
+        data: format!(
+            r#"{{"jsonrpc":"2.0","method":"notifications/progress","params":{{"progress":{seq}}}}}"#
+        ),
     }
 }
 
@@ -90,11 +94,27 @@ async fn event_logs_are_bounded_and_replay_after_a_cursor(kind: &str) {
     s.append(&id, "a1", &[ev(1), ev(2), ev(3)]).await.unwrap();
     s.append(&id, "a1", &[ev(4)]).await.unwrap();
     s.append(&id, "b2", &[ev(1)]).await.unwrap();
-    let after: Vec<u64> = s.events_after(&id, "a1", 2).await.unwrap().iter().map(|e| e.seq).collect();
-    assert_eq!(after, [3, 4], "only the broken stream, only what was missed");
+    let after: Vec<u64> = s
+        .events_after(&id, "a1", 2)
+        .await
+        .unwrap()
+        .iter()
+        .map(|e| e.seq)
+        .collect();
+    assert_eq!(
+        after,
+        [3, 4],
+        "only the broken stream, only what was missed"
+    );
     assert_eq!(s.events_after(&id, "a1", 2).await.unwrap()[0], ev(3));
     s.append(&id, "a1", &[ev(5), ev(6), ev(7)]).await.unwrap();
-    let all: Vec<u64> = s.events_after(&id, "a1", 0).await.unwrap().iter().map(|e| e.seq).collect();
+    let all: Vec<u64> = s
+        .events_after(&id, "a1", 0)
+        .await
+        .unwrap()
+        .iter()
+        .map(|e| e.seq)
+        .collect();
     assert_eq!(all, [3, 4, 5, 6, 7], "bounded by count");
     assert_eq!(s.events_after(&id, "nope", 0).await.unwrap(), vec![]);
 
@@ -106,7 +126,11 @@ async fn event_logs_are_bounded_and_replay_after_a_cursor(kind: &str) {
     s.set_stream(&id, "a1", &meta).await.unwrap();
     assert_eq!(s.get_stream(&id, "a1").await.unwrap(), Some(meta));
     s.delete(&id).await.unwrap();
-    assert_eq!(s.events_after(&id, "a1", 0).await.unwrap(), vec![], "deleted with the session");
+    assert_eq!(
+        s.events_after(&id, "a1", 0).await.unwrap(),
+        vec![],
+        "deleted with the session"
+    );
     assert_eq!(s.get_stream(&id, "a1").await.unwrap(), None);
 }
 
@@ -123,7 +147,13 @@ async fn old_events_age_out(kind: &str) {
     s.append(&id, "a", &[ev(1)]).await.unwrap();
     tokio::time::sleep(Duration::from_millis(500)).await;
     s.append(&id, "a", &[ev(2)]).await.unwrap();
-    let seqs: Vec<u64> = s.events_after(&id, "a", 0).await.unwrap().iter().map(|e| e.seq).collect();
+    let seqs: Vec<u64> = s
+        .events_after(&id, "a", 0)
+        .await
+        .unwrap()
+        .iter()
+        .map(|e| e.seq)
+        .collect();
     assert_eq!(seqs, [2]);
 }
 
@@ -193,7 +223,9 @@ async fn the_redis_bus_carries_messages_and_stream_events() {
     assert_eq!(got, Some(msg));
 
     let mut follow = bus.follow("s1", "x9").await.unwrap();
-    bus.stream_event("s1", "x9", 3, Some("{\"a\":1}")).await.unwrap();
+    bus.stream_event("s1", "x9", 3, Some("{\"a\":1}"))
+        .await
+        .unwrap();
     bus.stream_event("s1", "x9", 4, None).await.unwrap();
     assert_eq!(follow.recv().await, Some((3, Some("{\"a\":1}".into()))));
     assert_eq!(follow.recv().await, Some((4, None)));

@@ -157,7 +157,9 @@ async fn serve(mut config: Config, listen: Option<SocketAddr>) -> anyhow::Result
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .with_context(|| format!("binding {addr}"))?;
-    let gw = Gateway::start(config, CONNECT_WAIT).await;
+    let gw = Gateway::start(config, CONNECT_WAIT)
+        .await
+        .context("opening the session store")?;
     let local = listener.local_addr()?;
     tracing::info!("sluice listening on http://{local}/mcp");
     eprintln!("sluice listening on http://{local}/mcp");
@@ -168,7 +170,9 @@ async fn serve(mut config: Config, listen: Option<SocketAddr>) -> anyhow::Result
 }
 
 async fn stdio(config: Config) -> anyhow::Result<()> {
-    let gw = Gateway::start(config, CONNECT_WAIT).await;
+    let gw = Gateway::start(config, CONNECT_WAIT)
+        .await
+        .context("opening the session store")?;
     tokio::select! {
         r = sluice_server::stdio::serve(gw.clone(), tokio::io::stdin(), tokio::io::stdout()) => r?,
         _ = shutdown_signal() => {}
