@@ -43,6 +43,9 @@ pub struct LoadResult {
     pub up_cpu: Option<Duration>,
     /// CPU of this load generator over the measured phase.
     pub client_cpu: Option<Duration>,
+    /// CPU the rest of the machine used over the measured phase (busy time
+    /// of all CPUs minus the three above): other work competing for the cores.
+    pub other_cpu: Option<Duration>,
 }
 
 impl LoadResult {
@@ -66,6 +69,11 @@ impl LoadResult {
 
     pub fn client_cpu_us(&self) -> Option<f64> {
         self.per_call(self.client_cpu)
+    }
+
+    /// Other load on the machine during the run, in cores.
+    pub fn other_cores(&self) -> Option<f64> {
+        Some(self.other_cpu?.as_secs_f64() / self.elapsed.as_secs_f64().max(1e-9))
     }
 }
 
@@ -94,6 +102,7 @@ struct Snapshot {
     gw: Option<Duration>,
     up: Option<Duration>,
     me: Option<Duration>,
+    machine: Option<Duration>,
 }
 
 fn snapshot(gw: Option<Probe>, up: Option<Probe>, tps: u64) -> Snapshot {
@@ -102,6 +111,7 @@ fn snapshot(gw: Option<Probe>, up: Option<Probe>, tps: u64) -> Snapshot {
         gw: gw.and_then(|p| p.cpu(tps)),
         up: up.and_then(|p| p.cpu(tps)),
         me: Probe::Pid(std::process::id()).cpu(tps),
+        machine: stats::machine_busy(tps),
     }
 }
 
@@ -200,6 +210,16 @@ pub async fn run(
         gw_rss_kib,
         up_cpu: delta(start.up, end.up),
         client_cpu: delta(start.me, end.me),
+        other_cpu: delta(start.machine, end.machine).map(|m| {
+            [
+                delta(start.gw, end.gw),
+                delta(start.up, end.up),
+                delta(start.me, end.me),
+            ]
+            .into_iter()
+            .flatten()
+            .fold(m, |m, d| m.saturating_sub(d))
+        }),
     })
 }
 

@@ -60,13 +60,26 @@ pub fn parse_stat(stat: &str) -> Option<Stat> {
     })
 }
 
-/// `VmRSS` in KiB from the text of `/proc/PID/status`.
-pub fn parse_vmrss_kib(status: &str) -> Option<u64> {
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
+/// The KiB value of a `Key:   123 kB` line.
+fn parse_kib_field(text: &str, key: &str) -> Option<u64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(key)?.strip_prefix(':'))
         .and_then(|v| v.split_ascii_whitespace().next())
         .and_then(|v| v.parse().ok())
+}
+
+/// `VmRSS` in KiB from the text of `/proc/PID/status`.
+pub fn parse_vmrss_kib(status: &str) -> Option<u64> {
+    parse_kib_field(status, "VmRSS")
+}
+
+/// Proportional set size of a process in KiB (`/proc/PID/smaps_rollup`):
+/// shared pages divided among their sharers, so a group's sum is not inflated.
+pub fn pss_kib(pid: u32) -> Option<u64> {
+    parse_kib_field(
+        &std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).ok()?,
+        "Pss",
+    )
 }
 
 /// Clock ticks per second (`sysconf(_SC_CLK_TCK)`); 100 on every Linux
@@ -80,6 +93,28 @@ pub fn clock_ticks_per_sec() -> u64 {
         .and_then(|s| s.trim().parse().ok())
         .filter(|&t| t > 0)
         .unwrap_or(100)
+}
+
+/// Busy clock ticks of the whole machine (all CPUs), from the text of
+/// `/proc/stat`: user + nice + system + irq + softirq + steal.
+pub fn parse_machine_busy(stat: &str) -> Option<u64> {
+    let line = stat.lines().find(|l| l.starts_with("cpu "))?;
+    let v: Vec<u64> = line
+        .split_ascii_whitespace()
+        .skip(1)
+        .map(|f| f.parse().ok())
+        .collect::<Option<_>>()?;
+    // user nice system idle iowait irq softirq steal [guest guest_nice]
+    if v.len() < 8 {
+        return None;
+    }
+    Some(v[0] + v[1] + v[2] + v[5] + v[6] + v[7])
+}
+
+/// CPU time the whole machine has been busy so far (summed over CPUs).
+pub fn machine_busy(ticks_per_sec: u64) -> Option<Duration> {
+    let ticks = parse_machine_busy(&std::fs::read_to_string("/proc/stat").ok()?)?;
+    Some(ticks_to_duration(ticks, ticks_per_sec))
 }
 
 fn ticks_to_duration(ticks: u64, ticks_per_sec: u64) -> Duration {
@@ -138,7 +173,6 @@ impl Probe {
             Probe::Group(g) => group_members(g),
         }
     }
-
     /// CPU time used so far, summed over the watched processes.
     pub fn cpu(self, ticks_per_sec: u64) -> Option<Duration> {
         let ticks: Vec<u64> = self
@@ -149,9 +183,16 @@ impl Probe {
         (!ticks.is_empty()).then(|| ticks_to_duration(ticks.iter().sum(), ticks_per_sec))
     }
 
-    /// Resident set size, summed over the watched processes, in KiB.
+    /// Resident set size in KiB: a process's VmRSS; for a group, the sum of
+    /// its members' PSS (their RSS would count shared pages once per member).
     pub fn rss_kib(self) -> Option<u64> {
-        let rss: Vec<u64> = self.pids().into_iter().filter_map(rss_kib).collect();
+        let rss: Vec<u64> = match self {
+            Probe::Pid(p) => rss_kib(p).into_iter().collect(),
+            Probe::Group(g) => group_members(g)
+                .into_iter()
+                .filter_map(|p| pss_kib(p).or_else(|| rss_kib(p)))
+                .collect(),
+        };
         (!rss.is_empty()).then(|| rss.iter().sum())
     }
 }
@@ -199,10 +240,20 @@ mod tests {
     }
 
     #[test]
+    fn machine_busy_from_proc_stat() {
+        let stat = "cpu  100 5 50 9000 20 3 2 1 0 0\ncpu0 50 2 25 4500 10 1 1 0 0 0\nintr 1\n";
+        assert_eq!(parse_machine_busy(stat), Some(161));
+        assert_eq!(parse_machine_busy("cpu  1 2 3\n"), None);
+        assert!(machine_busy(100).is_some());
+    }
+
+    #[test]
     fn vmrss_from_status() {
         let status = "Name:\tsluice\nVmPeak:\t  99999 kB\nVmRSS:\t   12345 kB\nThreads:\t3\n";
         assert_eq!(parse_vmrss_kib(status), Some(12345));
         assert_eq!(parse_vmrss_kib("Name:\tx\n"), None);
+        assert_eq!(parse_vmrss_kib("VmRSSX:\t1 kB\n"), None);
+        assert_eq!(parse_kib_field("Rss: 10 kB\nPss:  7 kB\n", "Pss"), Some(7));
     }
 
     #[test]

@@ -15,6 +15,8 @@ pub enum Role {
 #[derive(Clone, Debug)]
 pub struct Row {
     pub label: String,
+    /// Rows are compared (ratio columns) within a group at equal concurrency.
+    pub group: String,
     pub role: Role,
     pub concurrency: usize,
     pub result: Option<LoadResult>,
@@ -26,6 +28,7 @@ impl Row {
     pub fn new(label: &str, concurrency: usize, result: LoadResult) -> Row {
         Row {
             label: label.to_string(),
+            group: String::new(),
             role: Role::Gateway,
             concurrency,
             result: Some(result),
@@ -47,34 +50,34 @@ fn opt(v: Option<f64>, digits: usize) -> String {
     v.map_or_else(|| "–".into(), |v| format!("{v:.digits$}"))
 }
 
-fn find(rows: &[Row], role: Role, c: usize) -> Option<&LoadResult> {
+fn find<'a>(rows: &'a [Row], role: Role, like: &Row) -> Option<&'a LoadResult> {
     rows.iter()
-        .find(|r| r.role == role && r.concurrency == c)
+        .find(|r| r.role == role && r.concurrency == like.concurrency && r.group == like.group)
         .and_then(|r| r.result.as_ref())
 }
 
 /// Gateway CPU per call of `r` over the bare proxy's at the same concurrency.
 pub fn cpu_vs_proxy(rows: &[Row], r: &Row) -> Option<f64> {
-    let p = find(rows, Role::Proxy, r.concurrency)?.gw_cpu_us()?;
+    let p = find(rows, Role::Proxy, r)?.gw_cpu_us()?;
     let g = r.result.as_ref()?.gw_cpu_us()?;
     (p > 0.0).then(|| g / p)
 }
 
 /// p50 of `r` minus direct's p50 at the same concurrency, µs.
 pub fn added_p50_us(rows: &[Row], r: &Row) -> Option<f64> {
-    let d = find(rows, Role::Direct, r.concurrency)?;
+    let d = find(rows, Role::Direct, r)?;
     let g = r.result.as_ref()?;
     Some((g.latency.p50 as f64 - d.latency.p50 as f64) / 1000.0)
 }
 
 /// Throughput of `r` over direct's at the same concurrency.
 pub fn tput_vs_direct(rows: &[Row], r: &Row) -> Option<f64> {
-    let d = find(rows, Role::Direct, r.concurrency)?.calls_per_sec();
+    let d = find(rows, Role::Direct, r)?.calls_per_sec();
     let g = r.result.as_ref()?.calls_per_sec();
     (d > 0.0).then(|| g / d)
 }
 
-pub const HEADER: &str = "| scenario | c | calls/s | p50 µs | p90 µs | p99 µs | max µs | errors | gw CPU µs/call | upstream CPU µs/call | client CPU µs/call | gw RSS MiB | CPU ÷ proxy | +p50 µs vs direct | calls/s ÷ direct |\n|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|\n";
+pub const HEADER: &str = "| scenario | c | calls/s | p50 µs | p90 µs | p99 µs | max µs | errors | gw CPU µs/call | upstream CPU µs/call | client CPU µs/call | other load (cores) | gw RSS MiB | CPU ÷ proxy | +p50 µs vs direct | calls/s ÷ direct |\n|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|\n";
 
 /// The rows as a Markdown table (the header included).
 pub fn render(rows: &[Row]) -> String {
@@ -89,7 +92,7 @@ pub fn render(rows: &[Row]) -> String {
 pub fn render_row(rows: &[Row], row: &Row) -> String {
     let Some(r) = &row.result else {
         return format!(
-            "| {} | {} | failed: {} | | | | | | | | | | | | |",
+            "| {} | {} | failed: {} | | | | | | | | | | | | | |",
             row.label,
             row.concurrency,
             row.failure
@@ -112,7 +115,7 @@ pub fn render_row(rows: &[Row], row: &Row) -> String {
         ),
     };
     format!(
-        "| {} | {} | {:.0} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+        "| {} | {} | {:.0} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
         row.label,
         row.concurrency,
         r.calls_per_sec(),
@@ -124,6 +127,7 @@ pub fn render_row(rows: &[Row], row: &Row) -> String {
         opt(r.gw_cpu_us(), 1),
         opt(r.up_cpu_us(), 1),
         opt(r.client_cpu_us(), 1),
+        opt(r.other_cores(), 2),
         opt(r.gw_rss_kib.map(|k| k as f64 / 1024.0), 1),
         cpu_ratio,
         p50,
@@ -152,6 +156,7 @@ mod tests {
     fn row(label: &str, role: Role, c: usize, calls: u64, p50: u64, cpu_ms: u64) -> Row {
         Row {
             label: label.into(),
+            group: String::new(),
             role,
             concurrency: c,
             result: Some(LoadResult {
@@ -177,6 +182,10 @@ mod tests {
             row("proxy", Role::Proxy, 1, 8_000, 130_000, 200),
             row("sluice", Role::Gateway, 1, 5_000, 180_000, 250),
             row("direct", Role::Direct, 64, 1, 1, 0),
+            Row {
+                group: "slow".into(),
+                ..row("direct", Role::Direct, 1, 1, 1, 0)
+            },
         ];
         let g = &rows[2];
         // proxy: 200 ms / 8000 = 25 µs; sluice: 250 ms / 5000 = 50 µs.
