@@ -111,6 +111,18 @@ pub struct Server {
     /// Stdio: restart the server after it has run this long (none by default).
     pub max_lifetime: Option<Duration>,
     pub output: OutputLimits,
+    /// Whether client sessions share one connection to this server.
+    pub isolation: Isolation,
+}
+
+/// How client sessions share an upstream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Isolation {
+    /// One pooled connection for every session (the default).
+    Shared,
+    /// A connection (a process, for stdio) per client session, initialized
+    /// with that client's capabilities: for servers that keep state.
+    PerSession,
 }
 
 impl Server {

@@ -99,6 +99,7 @@ struct RawServer {
     #[serde(default)]
     tool_max_output_tokens: BTreeMap<String, i64>,
     max_binary_bytes: Option<i64>,
+    isolation: Option<String>,
 }
 
 struct Check<'a> {
@@ -526,7 +527,19 @@ pub(crate) fn validate(
                 od.max_binary_bytes,
             ),
         };
+        let isolation = match s.isolation.as_deref() {
+            None | Some("shared") => Isolation::Shared,
+            Some("per-session") => Isolation::PerSession,
+            Some(other) => {
+                c.fail(
+                    k("isolation"),
+                    format!("`{other}` is not one of \"shared\", \"per-session\""),
+                );
+                Isolation::Shared
+            }
+        };
         servers.push(Server {
+            isolation,
             name,
             prefix,
             required: s.required.unwrap_or(true),

@@ -78,6 +78,9 @@ struct Cache {
     template_prefixes: Vec<String>,
 }
 
+/// A per-session upstream instance: (session, server index).
+pub(crate) type IsolatedKey = (Arc<str>, usize);
+
 /// The aggregating gateway.
 pub struct Gateway {
     pub config: Arc<Config>,
@@ -95,6 +98,10 @@ pub struct Gateway {
     next_client_request: AtomicU64,
     next_progress: AtomicU64,
     pub(crate) metrics: Metrics,
+    /// Per-session upstream instances, by (session, server).
+    pub(crate) isolated: Mutex<HashMap<IsolatedKey, Arc<Upstream>>>,
+    pub(crate) http_client: sluice_upstream::HttpClient,
+    me: std::sync::OnceLock<std::sync::Weak<Gateway>>,
 }
 
 /// A client's initialize request, accepted.
@@ -157,7 +164,11 @@ impl Gateway {
             next_client_request: AtomicU64::new(1),
             next_progress: AtomicU64::new(1),
             metrics: Metrics::new(),
+            isolated: Mutex::new(HashMap::new()),
+            http_client: client,
+            me: std::sync::OnceLock::new(),
         });
+        let _ = gw.me.set(Arc::downgrade(&gw));
         tokio::spawn(Self::run_events(Arc::downgrade(&gw), events_rx));
         gw.start_store_tasks(writer_rx);
         tracing::info!(store = gw.store.kind(), replica = %gw.replica, "session store open");
@@ -169,11 +180,24 @@ impl Gateway {
         &self.upstreams
     }
 
+    /// A weak handle to this gateway, for tasks it spawns.
+    pub(crate) fn self_ref(&self) -> std::sync::Weak<Gateway> {
+        self.me.get().cloned().unwrap_or_default()
+    }
+
     /// Stops every upstream (process groups get SIGTERM, then SIGKILL after `grace`).
     pub async fn shutdown(&self, grace: Duration) {
         for s in self.sessions.write().unwrap().drain() {
             s.1.close();
         }
+        let isolated: Vec<Arc<Upstream>> = self
+            .isolated
+            .lock()
+            .unwrap()
+            .drain()
+            .map(|(_, u)| u)
+            .collect();
+        join_all(isolated.iter().map(|u| u.shutdown(grace))).await;
         join_all(self.upstreams.iter().map(|u| u.shutdown(grace))).await;
     }
 
@@ -381,7 +405,7 @@ impl Gateway {
             return Ok(self.health_result(&p));
         }
         let (u, name) = self.route_name(kind, &exposed).await?;
-        let up = &self.upstreams[u];
+        let up = &self.upstream_for(sess, u).await?;
         let may_retry = kind != Kind::Tools || up.config.is_idempotent(&name);
         let limits = Limits {
             max_tokens: up.config.max_output_tokens(&name),
@@ -442,7 +466,7 @@ impl Gateway {
                 RpcError::invalid_params(format!("{method} needs params.uri (a string)")).into(),
             );
         };
-        let up = &self.upstreams[self.route_uri(&uri).await?];
+        let up = &self.upstream_for(sess, self.route_uri(&uri).await?).await?;
         let r = self
             .forward(
                 sess,
@@ -510,7 +534,7 @@ impl Gateway {
                 .into());
             }
         };
-        let up = &self.upstreams[u];
+        let up = &self.upstream_for(sess, u).await?;
         self.forward(
             sess,
             up,
@@ -561,8 +585,16 @@ impl Gateway {
         *sess.log_level.lock().unwrap() = Some(level.to_string());
         self.save_session(sess).await;
         let text = Value::Object(p.clone()).to_string();
-        let calls = self
+        // A server isolated per session gets the level on this session's instance.
+        let targets: Vec<Arc<Upstream>> = self
             .upstreams
+            .iter()
+            .filter_map(|u| match u.config.isolation {
+                sluice_config::Isolation::Shared => Some(u.clone()),
+                sluice_config::Isolation::PerSession => self.isolated_instance(&sess.id, u.index),
+            })
+            .collect();
+        let calls = targets
             .iter()
             .filter(|u| u.info().is_some_and(|i| i.has("logging")))
             .map(|u| {
@@ -671,7 +703,7 @@ impl Gateway {
     }
 
     /// Relays a server-to-client request to the client under an id of the gateway's own.
-    fn ask_client(
+    pub(crate) fn ask_client(
         &self,
         sess: &Session,
         server: &str,
@@ -1001,8 +1033,12 @@ impl Gateway {
                     .map(|u| (u, exposed))
             });
         match owner {
-            // The server's list could not be fetched: let the server itself decide.
-            Some((u, rest)) if self.caches[u.index].lock().unwrap().lists[kind as usize].is_none() => {
+            // The server's list could not be fetched, or each session has its
+            // own instance whose list may differ: let the server itself decide.
+            Some((u, rest))
+                if u.config.isolation == sluice_config::Isolation::PerSession
+                    || self.caches[u.index].lock().unwrap().lists[kind as usize].is_none() =>
+            {
                 Ok((u.index, rest.to_string()))
             }
             Some((u, rest)) => Err(RpcError::invalid_params(format!(

@@ -632,7 +632,17 @@ async fn resume(gw: &Arc<Gateway>, sess: &Arc<Session>, stream_id: &str, seq: u6
         return sse_response(gw, stream_id, None, queued, rx);
     }
     let store = gw.store();
-    let meta = match store.get_stream(&sess.id, stream_id).await {
+    // Another replica writes its events a few milliseconds after sending
+    // them: a client that reconnects at once may get here first.
+    let mut found = store.get_stream(&sess.id, stream_id).await;
+    for _ in 0..10 {
+        if !matches!(found, Ok(None)) || stream_id.starts_with(gw.replica()) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        found = store.get_stream(&sess.id, stream_id).await;
+    }
+    let meta = match found {
         Ok(Some(m)) => m,
         Ok(None) => {
             return rpc_error(

@@ -7,6 +7,7 @@
 mod error;
 pub mod gateway;
 pub mod http;
+mod isolation;
 mod limits;
 mod metrics;
 mod report;

@@ -103,6 +103,7 @@ impl Gateway {
         if let Some(s) = self.sessions.write().unwrap().remove(id) {
             s.close();
         }
+        self.stop_isolated(id);
     }
 
     /// The session `id`, from this replica's cache or the store; `None` if it
@@ -181,6 +182,7 @@ impl Gateway {
             .collect();
         for id in &stale {
             self.sessions.write().unwrap().remove(id);
+            self.stop_isolated(id);
         }
         ended.len()
     }

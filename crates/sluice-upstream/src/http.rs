@@ -32,6 +32,7 @@ pub(crate) struct HttpConn {
     protocol: RwLock<HeaderValue>,
     next_id: AtomicU64,
     events: mpsc::UnboundedSender<UpstreamEvent>,
+    init_params: String,
 }
 
 /// What an initialize POST returned.
@@ -49,8 +50,10 @@ impl HttpConn {
         url: String,
         headers: HeaderMap,
         events: mpsc::UnboundedSender<UpstreamEvent>,
+        init_params: String,
     ) -> Self {
         HttpConn {
+            init_params,
             server,
             name,
             client,
@@ -69,7 +72,7 @@ impl HttpConn {
         timeout: Duration,
     ) -> Result<InitOutcome, UpstreamError> {
         *self.session.write().unwrap() = None;
-        let body = jsonrpc::request(&Id::Num(0), "initialize", Some(&crate::initialize_params()));
+        let body = jsonrpc::request(&Id::Num(0), "initialize", Some(&self.init_params));
         let resp = self.post(body, timeout).await?;
         let status = resp.status().as_u16();
         if status == 404 || status == 405 {

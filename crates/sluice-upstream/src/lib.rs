@@ -85,11 +85,20 @@ impl CallCtx {
     }
 }
 
-/// Capabilities the gateway declares to upstreams: it can relay sampling,
-/// elicitation and roots to clients that support them.
-pub(crate) fn initialize_params() -> String {
+/// The initialize params the gateway sends upstream. Shared connections
+/// declare that the gateway can relay sampling, elicitation and roots; a
+/// connection made for one client session declares that client's own
+/// capabilities.
+pub(crate) fn initialize_params(client_caps: Option<&serde_json::Value>) -> String {
+    let caps = match client_caps {
+        Some(c) => c.to_string(),
+        None => {
+            r#"{"roots":{"listChanged":true},"sampling":{},"elicitation":{"form":{},"url":{}}}"#
+                .to_string()
+        }
+    };
     format!(
-        r#"{{"protocolVersion":"{}","capabilities":{{"roots":{{"listChanged":true}},"sampling":{{}},"elicitation":{{"form":{{}},"url":{{}}}}}},"clientInfo":{{"name":"sluice","version":"{}"}}}}"#,
+        r#"{{"protocolVersion":"{}","capabilities":{caps},"clientInfo":{{"name":"sluice","version":"{}"}}}}"#,
         sluice_mcp::version::LATEST,
         env!("CARGO_PKG_VERSION")
     )

@@ -63,6 +63,8 @@ pub struct Upstream {
     calls_on_conn: AtomicU64,
     recycle: Notify,
     ping_unsupported: AtomicBool,
+    /// The initialize params this upstream sends (see `initialize_params`).
+    init_params: String,
 }
 
 /// A freshly made connection, before it is installed.
@@ -92,7 +94,24 @@ impl Upstream {
             calls_on_conn: AtomicU64::new(0),
             recycle: Notify::new(),
             ping_unsupported: AtomicBool::new(false),
+            init_params: crate::initialize_params(None),
         })
+    }
+
+    /// An upstream connection for one client session (`isolation =
+    /// "per-session"`): initialized with that client's capabilities.
+    pub fn for_session(
+        index: usize,
+        config: Server,
+        probe: sluice_config::Health,
+        client: reqwest::Client,
+        events: mpsc::UnboundedSender<UpstreamEvent>,
+        client_caps: &serde_json::Value,
+    ) -> Arc<Self> {
+        let mut up = Arc::into_inner(Self::new(index, config, probe, client, events))
+            .expect("a new upstream is not shared yet");
+        up.init_params = crate::initialize_params(Some(client_caps));
+        Arc::new(up)
     }
 
     /// The server's health right now.
@@ -441,6 +460,7 @@ impl Upstream {
                         url.clone(),
                         headers.clone(),
                         self.events.clone(),
+                        self.init_params.clone(),
                     ));
                     match h.initialize(timeout).await? {
                         InitOutcome::Ok(result) => {
@@ -489,11 +509,7 @@ impl Upstream {
         };
         let handshake = async {
             let result = conn
-                .request(
-                    "initialize",
-                    Some(&crate::initialize_params()),
-                    CallCtx::new(timeout),
-                )
+                .request("initialize", Some(&self.init_params), CallCtx::new(timeout))
                 .await?;
             let info = parse_info(&result)?;
             conn.notify("notifications/initialized", None).await?;
