@@ -11,6 +11,17 @@ pub fn supported(v: &str) -> Option<&'static str> {
     SUPPORTED.iter().copied().find(|s| *s == v)
 }
 
+/// The stateless revision: no sessions, every request self-contained.
+pub const MODERN: &str = "2026-07-28";
+
+/// Revisions served statelessly, newest first.
+pub const MODERN_SUPPORTED: &[&str] = &[MODERN];
+
+/// True for a session-based (handshake) revision.
+pub fn is_legacy(v: &str) -> bool {
+    SUPPORTED.contains(&v)
+}
+
 /// Revision assumed when a request carries no `MCP-Protocol-Version` header (spec: 2025-03-26).
 pub const DEFAULT_WITHOUT_HEADER: &str = "2025-03-26";
 
@@ -19,4 +30,6 @@ pub mod header {
     pub const SESSION_ID: &str = "mcp-session-id";
     pub const PROTOCOL_VERSION: &str = "mcp-protocol-version";
     pub const LAST_EVENT_ID: &str = "last-event-id";
+    pub const METHOD: &str = "mcp-method";
+    pub const NAME: &str = "mcp-name";
 }

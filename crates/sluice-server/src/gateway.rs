@@ -247,7 +247,7 @@ impl Gateway {
         })
     }
 
-    fn capabilities(&self) -> Value {
+    pub(crate) fn capabilities(&self) -> Value {
         let infos: Vec<_> = self
             .upstreams
             .iter()
@@ -276,7 +276,7 @@ impl Gateway {
         Value::Object(caps)
     }
 
-    fn instructions(&self) -> Option<String> {
+    pub(crate) fn instructions(&self) -> Option<String> {
         let parts: Vec<String> = self
             .upstreams
             .iter()
@@ -352,7 +352,7 @@ impl Gateway {
         }
     }
 
-    async fn dispatch(
+    pub(crate) async fn dispatch(
         &self,
         sess: &Arc<Session>,
         method: &str,
@@ -718,6 +718,18 @@ impl Gateway {
             "roots/list" => Some("roots"),
             _ => None,
         };
+        if sess.protocol_version == version::MODERN {
+            // A 2026-07-28 response stream carries no requests; bridging them
+            // into input_required results is not done yet.
+            let _ = reply.send(Err(raw(
+                RpcError::new(
+                    sluice_mcp::jsonrpc::code::METHOD_NOT_FOUND,
+                    format!("the client speaks MCP 2026-07-28, which has no server-to-client requests; {method} cannot be relayed to it by this gateway"),
+                )
+                .to_json(),
+            )));
+            return;
+        }
         if let Some(cap) = needed
             && !sess.client_supports(cap)
         {

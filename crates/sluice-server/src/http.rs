@@ -7,6 +7,7 @@
 //! Every response to a request on `/mcp` passes the Origin and Host checks.
 
 use crate::gateway::Gateway;
+use crate::modern;
 use crate::session::{Outbound, Persist, Session, StreamItem};
 use crate::sessions::CreateError;
 use axum::Router;
@@ -277,6 +278,9 @@ async fn post_mcp(State(st): State<AppState>, req: Request) -> Response {
             );
         }
     };
+    if modern::selects_modern(&headers) {
+        return modern::post(&st.gw, &headers, bytes).await;
+    }
     let msg = match Message::parse(&bytes) {
         Ok(m) => m,
         Err(f) => {
@@ -546,6 +550,9 @@ async fn get_mcp(State(st): State<AppState>, headers: HeaderMap) -> Response {
     if let Err(r) = st.guard.check(&headers) {
         return r.into_response();
     }
+    if modern::selects_modern(&headers) {
+        return not_in_2026();
+    }
     if !accepts(&headers, "text/event-stream") {
         return rpc_error(
             StatusCode::NOT_ACCEPTABLE,
@@ -745,11 +752,27 @@ fn owner_gone(request_id: &str) -> String {
     )
 }
 
+/// GET streams and DELETE belong to sessions, which 2026-07-28 does not have.
+fn not_in_2026() -> Response {
+    let mut r = rpc_error(
+        StatusCode::METHOD_NOT_ALLOWED,
+        RpcError::invalid_request(
+            "Method Not Allowed: MCP 2026-07-28 has no sessions; only POST is served for it",
+        ),
+    );
+    r.headers_mut()
+        .insert(header::ALLOW, HeaderValue::from_static("POST"));
+    r
+}
+
 // ----- DELETE -----------------------------------------------------------------
 
 async fn delete_mcp(State(st): State<AppState>, headers: HeaderMap) -> Response {
     if let Err(r) = st.guard.check(&headers) {
         return r.into_response();
+    }
+    if modern::selects_modern(&headers) {
+        return not_in_2026();
     }
     let sess = match session(&st.gw, &headers).await {
         Ok(s) => s,

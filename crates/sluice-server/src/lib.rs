@@ -10,6 +10,7 @@ pub mod http;
 mod isolation;
 mod limits;
 mod metrics;
+mod modern;
 mod report;
 pub mod session;
 mod sessions;

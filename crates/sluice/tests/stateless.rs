@@ -1,0 +1,205 @@
+//! The stateless 2026-07-28 revision on `/mcp`: the validation ladder, its
+//! error codes and statuses, `server/discover`, and result shaping.
+
+mod common;
+
+use common::{Client, Gateway, Reply, sibling_bin};
+use serde_json::{Value, json};
+
+fn meta() -> Value {
+    json!({
+        "io.modelcontextprotocol/protocolVersion": "2026-07-28",
+        "io.modelcontextprotocol/clientCapabilities": {},
+        "io.modelcontextprotocol/clientInfo": {"name": "t", "version": "1"}
+    })
+}
+
+async fn post(c: &Client, body: Value, headers: &[(&str, &str)]) -> Reply {
+    let mut rb = c
+        .http
+        .post(&c.url)
+        .header("content-type", "application/json")
+        .header("accept", "application/json, text/event-stream");
+    for (k, v) in headers {
+        rb = rb.header(*k, *v);
+    }
+    Client::send(rb.body(body.to_string())).await
+}
+
+fn std_headers(method: &'static str) -> Vec<(&'static str, &'static str)> {
+    vec![
+        ("mcp-protocol-version", "2026-07-28"),
+        ("mcp-method", method),
+    ]
+}
+
+#[tokio::test]
+async fn the_validation_ladder_answers_with_the_revisions_codes() {
+    let cfg = format!(
+        "[sessions]\nstore = \"memory\"\n[[servers]]\nname = \"fx\"\nprefix = \"\"\ncommand = \"{}\"\n",
+        sibling_bin("sluice-fixture").display()
+    );
+    let gw = Gateway::start("stateless", &cfg);
+    let c = Client::new(&gw.url);
+
+    // discover
+    let r = post(
+        &c,
+        json!({"jsonrpc":"2.0","id":1,"method":"server/discover","params":{"_meta": meta()}}),
+        &std_headers("server/discover"),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let d = &r.json()["result"];
+    assert_eq!(d["supportedVersions"], json!(["2026-07-28"]));
+    assert_eq!(d["resultType"], "complete");
+    assert!(d["capabilities"]["tools"].is_object());
+    assert_eq!(
+        d["_meta"]["io.modelcontextprotocol/serverInfo"]["name"],
+        "sluice"
+    );
+    assert!(
+        r.headers.get("mcp-session-id").is_none(),
+        "no sessions in 2026"
+    );
+
+    // 1. no _meta
+    let r = post(
+        &c,
+        json!({"jsonrpc":"2.0","id":2,"method":"tools/list","params":{}}),
+        &std_headers("tools/list"),
+    )
+    .await;
+    assert_eq!((r.status, r.error_code()), (400, -32602), "{}", r.body);
+    assert_eq!(r.json()["id"], 2, "errors carry the request id");
+    // 2. a required key missing
+    let mut m = meta();
+    m.as_object_mut()
+        .unwrap()
+        .remove("io.modelcontextprotocol/clientCapabilities");
+    let r = post(
+        &c,
+        json!({"jsonrpc":"2.0","id":3,"method":"tools/list","params":{"_meta": m}}),
+        &std_headers("tools/list"),
+    )
+    .await;
+    assert_eq!((r.status, r.error_code()), (400, -32602));
+    assert!(r.body.contains("clientCapabilities"), "{}", r.body);
+    // 3. header/body mismatch before the version check
+    let mut m = meta();
+    m["io.modelcontextprotocol/protocolVersion"] = json!("v999.0.0");
+    let r = post(
+        &c,
+        json!({"jsonrpc":"2.0","id":4,"method":"tools/list","params":{"_meta": m}}),
+        &std_headers("tools/list"),
+    )
+    .await;
+    assert_eq!((r.status, r.error_code()), (400, -32020), "{}", r.body);
+    let r = post(
+        &c,
+        json!({"jsonrpc":"2.0","id":5,"method":"tools/list","params":{"_meta": meta()}}),
+        &std_headers("prompts/list"),
+    )
+    .await;
+    assert_eq!((r.status, r.error_code()), (400, -32020));
+    let r = post(
+        &c,
+        json!({"jsonrpc":"2.0","id":6,"method":"tools/call","params":{"name":"echo","arguments":{"text":"x"},"_meta": meta()}}),
+        &[("mcp-protocol-version", "2026-07-28"), ("mcp-method", "tools/call"), ("mcp-name", "other")],
+    )
+    .await;
+    assert_eq!((r.status, r.error_code()), (400, -32020));
+    // 4. unsupported version: -32022 with data
+    let mut m = meta();
+    m["io.modelcontextprotocol/protocolVersion"] = json!("2099-01-01");
+    let r = post(
+        &c,
+        json!({"jsonrpc":"2.0","id":7,"method":"tools/list","params":{"_meta": m}}),
+        &[
+            ("mcp-protocol-version", "2099-01-01"),
+            ("mcp-method", "tools/list"),
+        ],
+    )
+    .await;
+    assert_eq!((r.status, r.error_code()), (400, -32022), "{}", r.body);
+    let e = &r.json()["error"]["data"];
+    assert_eq!(e["requested"], "2099-01-01");
+    assert_eq!(e["supported"], json!(["2026-07-28"]));
+    // 5. removed and unknown methods: 404 -32601
+    for m in [
+        "initialize",
+        "ping",
+        "logging/setLevel",
+        "resources/subscribe",
+        "no/such",
+    ] {
+        let mut h = vec![("mcp-protocol-version", "2026-07-28")];
+        h.push(("mcp-method", m));
+        let r = post(
+            &c,
+            json!({"jsonrpc":"2.0","id":8,"method":m,"params":{"_meta": meta()}}),
+            &h,
+        )
+        .await;
+        assert_eq!((r.status, r.error_code()), (404, -32601), "{m}: {}", r.body);
+    }
+    // Sessions' verbs do not exist.
+    let r = Client::send(
+        c.http
+            .get(&c.url)
+            .header("accept", "text/event-stream")
+            .header("mcp-protocol-version", "2026-07-28"),
+    )
+    .await;
+    assert_eq!(r.status, 405);
+    // Notifications are acknowledged.
+    let r = post(
+        &c,
+        json!({"jsonrpc":"2.0","method":"notifications/whatever"}),
+        &std_headers("notifications/whatever"),
+    )
+    .await;
+    assert_eq!(r.status, 202);
+
+    // A valid call: shaped for 2026, names checked (base64 sentinel accepted).
+    let r = post(
+        &c,
+        json!({"jsonrpc":"2.0","id":9,"method":"tools/call","params":{"name":"echo","arguments":{"text":"ok"},"_meta": meta()}}),
+        &[("mcp-protocol-version", "2026-07-28"), ("mcp-method", "tools/call"), ("mcp-name", "=?base64?ZWNobw==?=")],
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let res = &r.response()["result"];
+    assert_eq!(res["content"][0]["text"], "ok");
+    assert_eq!(res["resultType"], "complete");
+    let r = post(
+        &c,
+        json!({"jsonrpc":"2.0","id":10,"method":"tools/list","params":{"_meta": meta()}}),
+        &std_headers("tools/list"),
+    )
+    .await;
+    let res = &r.response()["result"];
+    assert_eq!(
+        (res["ttlMs"].clone(), res["cacheScope"].clone()),
+        (json!(0), json!("private"))
+    );
+    // A retired code is rewritten: resource not found is -32602 in 2026.
+    let r = post(
+        &c,
+        json!({"jsonrpc":"2.0","id":11,"method":"resources/read","params":{"uri":"test://nope","_meta": meta()}}),
+        &[("mcp-protocol-version", "2026-07-28"), ("mcp-method", "resources/read"), ("mcp-name", "test://nope")],
+    )
+    .await;
+    assert_eq!((r.status, r.error_code()), (400, -32602), "{}", r.body);
+
+    // The legacy era still works on the same endpoint.
+    let mut legacy = Client::new(&gw.url);
+    legacy.initialize().await;
+    let r = legacy
+        .call(
+            "tools/call",
+            json!({"name": "echo", "arguments": {"text": "legacy"}}),
+        )
+        .await;
+    assert_eq!(r["content"][0]["text"], "legacy");
+}
