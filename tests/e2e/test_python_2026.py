@@ -57,3 +57,34 @@ async def test_a_subscription_receives_list_changed(gateway_url):
             assert "ToolsListChanged" in type(event).__name__, event
         # Put the fixture back for other tests.
         await c.call_tool("remote__toggle_dynamic_tool", {})
+
+
+async def test_an_upstream_elicitation_becomes_an_input_required_round_trip(gateway_url):
+    import mcp.types as types
+
+    asked = []
+
+    async def on_elicit(context, params):
+        asked.append(params.message)
+        return types.ElicitResult(action="accept", content={"username": "alice", "email": "a@example.com"})
+
+    async def on_sampling(context, params):
+        return types.CreateMessageResult(
+            role="assistant",
+            content=types.TextContent(type="text", text="sampled for a 2026 client"),
+            model="m",
+            stop_reason="endTurn",
+        )
+
+    async with Client(
+        gateway_url, mode="2026-07-28", elicitation_callback=on_elicit, sampling_callback=on_sampling
+    ) as c:
+        # A session-era upstream over HTTP asks the client mid-call.
+        r = await c.call_tool("remote__test_elicitation", {"message": "Who are you?"})
+        assert not r.is_error, r
+        assert asked, "the elicitation reached the 2026 client"
+        assert "alice" in str(r.content), r
+        # And over stdio, with sampling.
+        r = await c.call_tool("everything__trigger-sampling-request", {"prompt": "hi", "maxTokens": 10})
+        assert not r.is_error, r
+        assert "sampled for a 2026 client" in str(r.content), r

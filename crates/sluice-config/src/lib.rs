@@ -44,6 +44,9 @@ pub struct Gateway {
     pub request_timeout: Duration,
     /// Expose the `sluice__health` tool to agents; default true.
     pub health_tool: bool,
+    /// Key that signs `requestState` of `input_required` results, so every
+    /// replica can verify them; random per process when unset.
+    pub state_key: Option<Secret>,
 }
 
 /// Session settings (2025-11-25 era).

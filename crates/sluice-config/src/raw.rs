@@ -35,6 +35,7 @@ struct RawGateway {
     page_size: Option<i64>,
     request_timeout: Option<String>,
     health_tool: Option<bool>,
+    state_key: Option<String>,
 }
 
 #[derive(Deserialize, Default)]
@@ -230,6 +231,16 @@ pub(crate) fn validate(
         page_size: c.positive("gateway.page_size", raw.gateway.page_size, 1000),
         request_timeout,
         health_tool: raw.gateway.health_tool.unwrap_or(true),
+        state_key: raw.gateway.state_key.as_deref().map(|k| {
+            let key = c.expand("gateway.state_key", k);
+            if key.len() < 32 {
+                c.fail(
+                    "gateway.state_key",
+                    "must be at least 32 bytes (e.g. 64 hex characters)",
+                );
+            }
+            Secret(key)
+        }),
     };
     let health = Health {
         interval: c.duration(

@@ -100,6 +100,8 @@ pub struct Gateway {
     pub(crate) metrics: Metrics,
     /// Per-session upstream instances, by (session, server).
     pub(crate) isolated: Mutex<HashMap<IsolatedKey, Arc<Upstream>>>,
+    /// 2026 calls waiting for the client's input (`input_required`).
+    pub(crate) parked: crate::modern::Parked,
     pub(crate) http_client: sluice_upstream::HttpClient,
     me: std::sync::OnceLock<std::sync::Weak<Gateway>>,
 }
@@ -127,6 +129,7 @@ impl Gateway {
             },
         )
         .await?;
+        let config_state_key = config.gateway.state_key.clone();
         let (writer, writer_rx) = mpsc::unbounded_channel();
         let (events_tx, events_rx) = mpsc::unbounded_channel();
         let client = sluice_upstream::http_client();
@@ -165,6 +168,7 @@ impl Gateway {
             next_progress: AtomicU64::new(1),
             metrics: Metrics::new(),
             isolated: Mutex::new(HashMap::new()),
+            parked: crate::modern::Parked::new(config_state_key),
             http_client: client,
             me: std::sync::OnceLock::new(),
         });
@@ -718,18 +722,6 @@ impl Gateway {
             "roots/list" => Some("roots"),
             _ => None,
         };
-        if sess.protocol_version == version::MODERN {
-            // A 2026-07-28 response stream carries no requests; bridging them
-            // into input_required results is not done yet.
-            let _ = reply.send(Err(raw(
-                RpcError::new(
-                    sluice_mcp::jsonrpc::code::METHOD_NOT_FOUND,
-                    format!("the client speaks MCP 2026-07-28, which has no server-to-client requests; {method} cannot be relayed to it by this gateway"),
-                )
-                .to_json(),
-            )));
-            return;
-        }
         if let Some(cap) = needed
             && !sess.client_supports(cap)
         {

@@ -16,7 +16,7 @@ use axum::body::{Body, Bytes};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use base64::Engine;
-use base64::engine::general_purpose::STANDARD;
+use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use futures_util::stream;
 use serde_json::{Map, Value, json};
 use sluice_mcp::jsonrpc::{self, Id, Message, Request};
@@ -308,9 +308,13 @@ fn shape_error(error: &str) -> (String, i64) {
     (error.to_string(), code)
 }
 
-/// Passes a request's messages to its response, dropping logs the client did not ask for.
+/// Passes a request's messages to its response, dropping logs the client did
+/// not ask for. A request an upstream sends to the client (elicitation,
+/// sampling, roots) cannot travel on a 2026 stream: it goes to `inputs`, to be
+/// asked as an `input_required` result.
 struct RequestOut {
     tx: mpsc::UnboundedSender<String>,
+    inputs: Option<mpsc::UnboundedSender<(String, Value)>>,
     logs: bool,
 }
 
@@ -319,166 +323,370 @@ impl Outbound for RequestOut {
         if !self.logs && msg.starts_with(r#"{"jsonrpc":"2.0","method":"notifications/message""#) {
             return true;
         }
+        if let Some(inputs) = &self.inputs
+            && let Ok(Message::Request(r)) = Message::parse(msg.as_bytes())
+        {
+            let key = match &r.id {
+                Id::Str(s) => s.clone(),
+                Id::Num(n) => n.to_string(),
+            };
+            let mut req = json!({"method": r.method});
+            if let Some(p) = r.params {
+                req["params"] = serde_json::from_str(p.get()).unwrap_or(Value::Null);
+            }
+            return inputs.send((key, req)).is_ok();
+        }
         self.tx.send(msg).is_ok()
     }
 }
 
-/// Aborts the call when the client goes away (closing the response is how a
-/// 2026 client cancels).
-struct CancelOnDrop(AbortHandle);
+/// The outcome of a call: a shaped result, or an error object and its code.
+type Outcome = Result<String, (String, i64)>;
 
-impl Drop for CancelOnDrop {
+/// A call in flight. Dropping it cancels the call, unless it is parked
+/// waiting for the client's input.
+pub(crate) struct Flight {
+    abort: AbortHandle,
+    done: tokio::sync::oneshot::Receiver<Outcome>,
+    notes: mpsc::UnboundedReceiver<String>,
+    inputs: mpsc::UnboundedReceiver<(String, Value)>,
+    sess: Arc<Session>,
+    method: String,
+    target: String,
+    /// Input requests asked and not answered yet, by key.
+    asked: Vec<(String, Value)>,
+}
+
+impl Drop for Flight {
     fn drop(&mut self) {
-        self.0.abort();
+        self.abort.abort();
     }
 }
 
+enum Step {
+    Note(String),
+    Input,
+    Done(Outcome),
+    Gone,
+}
+
+impl Flight {
+    /// The next thing that happens: a message for the client, input needed,
+    /// or the answer. Messages sent before the answer come first.
+    async fn next(&mut self) -> Step {
+        tokio::select! {
+            biased;
+            Some(n) = self.notes.recv() => Step::Note(n),
+            Some(i) = self.inputs.recv() => {
+                self.asked.push(i);
+                // Requests sent together are asked together.
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                while let Ok(i) = self.inputs.try_recv() {
+                    self.asked.push(i);
+                }
+                Step::Input
+            }
+            d = &mut self.done => match d {
+                Ok(o) => Step::Done(o),
+                Err(_) => Step::Gone,
+            },
+        }
+    }
+}
+
+/// Calls parked on `input_required`, by key, and the key that signs their state.
+pub(crate) struct Parked {
+    calls: std::sync::Mutex<std::collections::HashMap<String, (std::time::Instant, Flight)>>,
+    key: Vec<u8>,
+}
+
+/// How long a parked call waits for the client's retry.
+const PARK_FOR: Duration = Duration::from_secs(600);
+
+type HmacSha256 = hmac::Hmac<sha2::Sha256>;
+
+impl Parked {
+    pub(crate) fn new(key: Option<sluice_config::Secret>) -> Self {
+        let key = match key {
+            Some(k) => k.expose().as_bytes().to_vec(),
+            None => uuid::Uuid::new_v4()
+                .as_bytes()
+                .iter()
+                .chain(uuid::Uuid::new_v4().as_bytes())
+                .copied()
+                .collect(),
+        };
+        Parked {
+            calls: std::sync::Mutex::new(std::collections::HashMap::new()),
+            key,
+        }
+    }
+
+    fn park(&self, key: String, f: Flight) {
+        let mut calls = self.calls.lock().unwrap();
+        calls.retain(|_, (t, _)| t.elapsed() < PARK_FOR);
+        calls.insert(key, (std::time::Instant::now(), f));
+    }
+
+    fn take(&self, key: &str) -> Option<Flight> {
+        let (t, f) = self.calls.lock().unwrap().remove(key)?;
+        (t.elapsed() < PARK_FOR).then_some(f)
+    }
+
+    fn mac(&self, payload: &str) -> String {
+        use hmac::Mac;
+        let mut m = HmacSha256::new_from_slice(&self.key).expect("any key length");
+        m.update(payload.as_bytes());
+        URL_SAFE_NO_PAD.encode(m.finalize().into_bytes())
+    }
+
+    /// `v1.{claims}.{hmac}`: which replica holds the call, its key, what it
+    /// answers (method and name), and when it expires.
+    fn sign(&self, replica: &str, key: &str, method: &str, target: &str) -> String {
+        let exp = crate::session::now_ms() + PARK_FOR.as_millis() as u64;
+        let claims = URL_SAFE_NO_PAD.encode(
+            json!({"r": replica, "k": key, "m": method, "t": target, "e": exp}).to_string(),
+        );
+        let mac = self.mac(&claims);
+        format!("v1.{claims}.{mac}")
+    }
+
+    /// The claims of a state this gateway (or a replica sharing its key) signed.
+    fn verify(&self, state: &str) -> Option<Value> {
+        use hmac::Mac;
+        let rest = state.strip_prefix("v1.")?;
+        let (claims, mac) = rest.split_once('.')?;
+        let mut m = HmacSha256::new_from_slice(&self.key).expect("any key length");
+        m.update(claims.as_bytes());
+        m.verify_slice(&URL_SAFE_NO_PAD.decode(mac).ok()?).ok()?;
+        let v: Value = serde_json::from_slice(&URL_SAFE_NO_PAD.decode(claims).ok()?).ok()?;
+        (v["e"].as_u64()? > crate::session::now_ms()).then_some(v)
+    }
+}
+
+fn invalid_state(reason: &str) -> RpcError {
+    RpcError::invalid_params(format!("Invalid or expired requestState: {reason}"))
+        .with_data(json!({"reason": "invalid_request_state"}))
+}
+
 /// A stateless call: answered by the gateway core with a session made for
-/// this one request, JSON if the answer comes first, else an SSE stream.
-async fn call(gw: &Arc<Gateway>, req: Request, env: Envelope, headers: &HeaderMap) -> Response {
+/// this one request (or resumed, for a retry carrying `requestState`).
+async fn call(gw: &Arc<Gateway>, req: Request, mut env: Envelope, headers: &HeaderMap) -> Response {
+    let method = req.method.clone();
+    let target = env
+        .params
+        .get(if method == "resources/read" {
+            "uri"
+        } else {
+            "name"
+        })
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_string();
+    let accepts_sse = headers
+        .get_all(header::ACCEPT)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .any(|v| v.contains("text/event-stream") || v.contains("*/*"));
+
+    let state = env.params.remove("requestState");
+    let responses = env.params.remove("inputResponses");
+    let flight = match state {
+        Some(Value::String(state)) => {
+            let Some(claims) = gw.parked.verify(&state) else {
+                return error(
+                    Some(&req.id),
+                    invalid_state("it was altered, or it expired"),
+                );
+            };
+            if claims["m"] != method.as_str() || claims["t"] != target.as_str() {
+                return error(
+                    Some(&req.id),
+                    invalid_state("it belongs to another request"),
+                );
+            }
+            if claims["r"] != gw.replica() {
+                return error(
+                    Some(&req.id),
+                    invalid_state(
+                        "the call it continues is held by another gateway instance; send the request again without requestState",
+                    ),
+                );
+            }
+            let Some(mut f) = gw.parked.take(claims["k"].as_str().unwrap_or_default()) else {
+                return error(
+                    Some(&req.id),
+                    invalid_state(
+                        "its call already completed or waited too long; send the request again without requestState",
+                    ),
+                );
+            };
+            answer_inputs(&mut f, responses.as_ref());
+            f
+        }
+        Some(_) => return error(Some(&req.id), invalid_state("it must be a string")),
+        None => start(gw, &method, target, env),
+    };
+    drive(gw, req.id, flight, accepts_sse).await
+}
+
+/// Starts a call on its own task.
+fn start(gw: &Arc<Gateway>, method: &str, target: String, env: Envelope) -> Flight {
     let sess = Arc::new(Session::new(
         format!("stateless-{}", uuid::Uuid::new_v4().simple()).into(),
         MODERN,
         env.capabilities,
         env.client_info,
     ));
-    let (tx, mut rx) = mpsc::unbounded_channel::<String>();
+    let (tx, notes) = mpsc::unbounded_channel::<String>();
+    let (inputs_tx, inputs) = mpsc::unbounded_channel();
     let out: Arc<dyn Outbound> = Arc::new(RequestOut {
-        tx: tx.clone(),
+        tx,
+        inputs: Some(inputs_tx),
         logs: env.log_level.is_some(),
     });
     let params = raw(Value::Object(env.params).to_string());
-    let id = req.id.clone();
-    let method = req.method.clone();
-    let g = gw.clone();
-    let (done_tx, done_rx) = tokio::sync::oneshot::channel::<(String, StatusCode)>();
+    let (done_tx, done) = tokio::sync::oneshot::channel::<Outcome>();
+    let (g, s, m) = (gw.clone(), sess.clone(), method.to_string());
     let task = tokio::spawn(async move {
-        let (line, status) = match g.dispatch(&sess, &method, Some(&params), &out).await {
-            Ok(result) => (
-                jsonrpc::response_ok(&id, &shape_result(&method, result.get())),
-                StatusCode::OK,
-            ),
-            Err(fail) => {
-                let (err, code) = shape_error(&fail.to_error_json());
-                (jsonrpc::response_err(Some(&id), &err), status_for(code))
-            }
+        let outcome = match g.dispatch(&s, &m, Some(&params), &out).await {
+            Ok(result) => Ok(shape_result(&m, result.get())),
+            Err(fail) => Err(shape_error(&fail.to_error_json())),
         };
-        let _ = done_tx.send((line, status));
+        let _ = done_tx.send(outcome);
     });
-    let cancel = CancelOnDrop(task.abort_handle());
-    drop(tx);
-    let mut done_rx = done_rx;
-    // The answer first and alone: plain JSON, with the status its code calls for.
-    let first = tokio::select! {
-        biased;
-        done = &mut done_rx => match done {
-            Ok((line, status)) => {
-                if let Ok(msg) = rx.try_recv() {
-                    // Something was sent before the answer: stream both.
-                    return stream_answer(vec![msg], rx, Some(line), None, cancel);
-                }
-                return (status, [(header::CONTENT_TYPE, "application/json")], line).into_response();
-            }
-            Err(_) => return error(Some(&req.id), RpcError::internal("the request was cancelled")),
-        },
-        msg = rx.recv() => msg,
-    };
-    let accepts_sse = headers
-        .get_all(header::ACCEPT)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .any(|v| v.contains("text/event-stream") || v.contains("*/*"));
-    match first {
-        Some(msg) if accepts_sse => stream_answer(vec![msg], rx, None, Some(done_rx), cancel),
-        _ => match done_rx.await {
-            Ok((line, status)) => {
-                (status, [(header::CONTENT_TYPE, "application/json")], line).into_response()
-            }
-            Err(_) => error(
-                Some(&req.id),
-                RpcError::internal("the request was cancelled"),
-            ),
-        },
+    Flight {
+        abort: task.abort_handle(),
+        done,
+        notes,
+        inputs,
+        sess,
+        method: method.to_string(),
+        target,
+        asked: Vec::new(),
     }
 }
 
-/// An SSE answer: queued messages, live ones, then the response. The call is
-/// cancelled if the client closes the stream first.
-fn stream_answer(
-    queued: Vec<String>,
-    rx: mpsc::UnboundedReceiver<String>,
-    answer: Option<String>,
-    done: Option<tokio::sync::oneshot::Receiver<(String, StatusCode)>>,
-    cancel: CancelOnDrop,
-) -> Response {
+/// Hands the client's answers to the upstream requests waiting for them.
+fn answer_inputs(f: &mut Flight, responses: Option<&Value>) {
+    let Some(Value::Object(responses)) = responses else {
+        return;
+    };
+    let mut awaiting = f.sess.awaiting.lock().unwrap();
+    f.asked.retain(|(key, _)| {
+        let Some(answer) = responses.get(key) else {
+            return true;
+        };
+        if let Some(reply) = awaiting.remove(&Id::Str(key.clone())) {
+            let _ = reply.send(Ok(raw(answer.to_string())));
+        }
+        false
+    });
+}
+
+fn outcome_line(id: &Id, o: &Outcome) -> (String, StatusCode) {
+    match o {
+        Ok(result) => (jsonrpc::response_ok(id, result), StatusCode::OK),
+        Err((err, code)) => (jsonrpc::response_err(Some(id), err), status_for(*code)),
+    }
+}
+
+/// Parks the call and builds its `input_required` answer.
+fn input_required(gw: &Gateway, id: &Id, f: Flight) -> String {
+    let key = uuid::Uuid::new_v4().simple().to_string();
+    let state = gw.parked.sign(gw.replica(), &key, &f.method, &f.target);
+    let requests: Map<String, Value> = f.asked.iter().cloned().collect();
+    let result = json!({
+        "resultType": "input_required",
+        "inputRequests": requests,
+        "requestState": state,
+        "_meta": server_info_meta(),
+    });
+    gw.parked.park(key, f);
+    jsonrpc::response_ok(id, &result.to_string())
+}
+
+/// Answers a call: plain JSON when the answer (or a need for input) comes
+/// before anything else, an SSE stream otherwise. Closing the response
+/// cancels the call.
+async fn drive(gw: &Arc<Gateway>, id: Id, mut f: Flight, accepts_sse: bool) -> Response {
+    if !f.asked.is_empty() {
+        // Answers to only some of the questions: ask the rest again.
+        return json_line(input_required(gw, &id, f), StatusCode::OK);
+    }
+    let first = match f.next().await {
+        Step::Done(o) => {
+            let (line, status) = outcome_line(&id, &o);
+            return json_line(line, status);
+        }
+        Step::Input => return json_line(input_required(gw, &id, f), StatusCode::OK),
+        Step::Gone => {
+            return error(
+                Some(&id),
+                RpcError::internal("the call ended without an answer"),
+            );
+        }
+        Step::Note(n) => n,
+    };
+    if !accepts_sse {
+        // No stream: wait for the answer; interim messages are not sent.
+        loop {
+            match f.next().await {
+                Step::Note(_) => {}
+                Step::Input => return json_line(input_required(gw, &id, f), StatusCode::OK),
+                Step::Done(o) => {
+                    let (line, status) = outcome_line(&id, &o);
+                    return json_line(line, status);
+                }
+                Step::Gone => {
+                    return error(
+                        Some(&id),
+                        RpcError::internal("the call ended without an answer"),
+                    );
+                }
+            }
+        }
+    }
     struct St {
-        queued: std::collections::VecDeque<String>,
-        rx: mpsc::UnboundedReceiver<String>,
-        answer: Option<String>,
-        done: Option<tokio::sync::oneshot::Receiver<(String, StatusCode)>>,
-        finished: bool,
-        _cancel: CancelOnDrop,
+        first: Option<String>,
+        flight: Option<Flight>,
+        gw: Arc<Gateway>,
+        id: Id,
     }
     let st = St {
-        queued: queued.into(),
-        rx,
-        answer,
-        done,
-        finished: false,
-        _cancel: cancel,
+        first: Some(first),
+        flight: Some(f),
+        gw: gw.clone(),
+        id,
     };
     let body = stream::unfold(st, |mut st| async move {
-        if let Some(m) = st.queued.pop_front() {
+        if let Some(m) = st.first.take() {
             return Some((
                 Ok::<_, std::convert::Infallible>(Bytes::from(sse::event(None, &m))),
                 st,
             ));
         }
-        if st.finished {
-            return None;
-        }
-        loop {
-            if let Some(done) = st.done.as_mut() {
-                tokio::select! {
-                    biased;
-                    m = st.rx.recv() => match m {
-                        Some(m) => return Some((Ok(Bytes::from(sse::event(None, &m))), st)),
-                        None => {
-                            // No more messages: wait for the answer.
-                            let r = done.await;
-                            st.done = None;
-                            st.answer = r.ok().map(|(l, _)| l);
-                        }
-                    },
-                    r = &mut *done => {
-                        st.done = None;
-                        st.answer = r.ok().map(|(l, _)| l);
-                        // Drain what was sent before the answer.
-                        while let Ok(m) = st.rx.try_recv() {
-                            st.queued.push_back(m);
-                        }
-                        if let Some(m) = st.queued.pop_front() {
-                            return Some((Ok(Bytes::from(sse::event(None, &m))), st));
-                        }
-                    }
-                }
-            } else {
-                if let Some(m) = st.queued.pop_front() {
-                    return Some((Ok(Bytes::from(sse::event(None, &m))), st));
-                }
-                st.finished = true;
-                return st
-                    .answer
-                    .take()
-                    .map(|a| (Ok(Bytes::from(sse::event(None, &a))), st));
+        let mut f = st.flight.take()?;
+        let line = match f.next().await {
+            Step::Note(n) => {
+                st.flight = Some(f);
+                n
             }
-        }
+            Step::Input => input_required(&st.gw, &st.id, f),
+            Step::Done(o) => outcome_line(&st.id, &o).0,
+            Step::Gone => return None,
+        };
+        Some((Ok(Bytes::from(sse::event(None, &line))), st))
     });
     Response::builder()
         .header(header::CONTENT_TYPE, "text/event-stream")
         .header(header::CACHE_CONTROL, "no-cache, no-transform")
         .body(Body::from_stream(body))
         .expect("valid response")
+}
+
+fn json_line(line: String, status: StatusCode) -> Response {
+    (status, [(header::CONTENT_TYPE, "application/json")], line).into_response()
 }
 
 /// Which change notifications a `subscriptions/listen` stream asked for.
@@ -543,6 +751,7 @@ impl Drop for ListenGuard {
                     let params = raw(json!({"uri": uri}).to_string());
                     let out: Arc<dyn Outbound> = Arc::new(RequestOut {
                         tx: mpsc::unbounded_channel().0,
+                        inputs: None,
                         logs: false,
                     });
                     let _ = gw
@@ -619,6 +828,7 @@ async fn listen(gw: &Arc<Gateway>, headers: &HeaderMap, req: Request, env: Envel
         let params = raw(json!({"uri": uri}).to_string());
         let out: Arc<dyn Outbound> = Arc::new(RequestOut {
             tx: mpsc::unbounded_channel().0,
+            inputs: None,
             logs: false,
         });
         match gw

@@ -203,3 +203,74 @@ async fn the_validation_ladder_answers_with_the_revisions_codes() {
         .await;
     assert_eq!(r["content"][0]["text"], "legacy");
 }
+
+#[tokio::test]
+async fn upstream_requests_become_input_required_with_a_signed_state() {
+    let cfg = format!(
+        "[sessions]\nstore = \"memory\"\n[[servers]]\nname = \"fx\"\nprefix = \"\"\ncommand = \"{}\"\n",
+        sibling_bin("sluice-fixture").display()
+    );
+    let gw = Gateway::start("mrtr", &cfg);
+    let c = Client::new(&gw.url);
+    let mut m = meta();
+    m["io.modelcontextprotocol/clientCapabilities"] = json!({"elicitation": {}});
+    let headers = [
+        ("mcp-protocol-version", "2026-07-28"),
+        ("mcp-method", "tools/call"),
+        ("mcp-name", "test_elicitation"),
+    ];
+    let call = |extra: Value| {
+        let mut params = json!({"name": "test_elicitation", "arguments": {"message": "name?"}, "_meta": m.clone()});
+        if let Value::Object(e) = extra {
+            params.as_object_mut().unwrap().extend(e);
+        }
+        json!({"jsonrpc":"2.0","id":1,"method":"tools/call","params":params})
+    };
+    let r = post(&c, call(json!({})), &headers).await;
+    let res = r.response()["result"].clone();
+    assert_eq!(res["resultType"], "input_required", "{}", r.body);
+    let (key, ask) = res["inputRequests"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .next()
+        .unwrap();
+    assert_eq!(ask["method"], "elicitation/create");
+    let state = res["requestState"].as_str().unwrap().to_string();
+
+    // A tampered state is refused.
+    let r = post(
+        &c,
+        call(json!({"requestState": format!("{state}-TAMPERED"), "inputResponses": {}})),
+        &headers,
+    )
+    .await;
+    assert_eq!((r.status, r.error_code()), (400, -32602), "{}", r.body);
+    // The genuine retry completes the upstream call with the client's answer.
+    let answer = json!({key.clone(): {"action": "accept", "content": {"username": "bob", "email": "b@example.com"}}});
+    let r = post(
+        &c,
+        call(json!({"requestState": state.clone(), "inputResponses": answer})),
+        &headers,
+    )
+    .await;
+    let res = &r.response()["result"];
+    assert_eq!(res["resultType"], "complete", "{}", r.body);
+    assert!(r.body.contains("bob"), "{}", r.body);
+    // A state is good once.
+    let r = post(
+        &c,
+        call(json!({"requestState": state, "inputResponses": answer})),
+        &headers,
+    )
+    .await;
+    assert_eq!(r.error_code(), -32602, "{}", r.body);
+
+    // A client without the capability is not asked; the upstream is told why.
+    let mut no_caps = Client::new(&gw.url);
+    no_caps.url = gw.url.clone();
+    let mut params = call(json!({}));
+    params["params"]["_meta"]["io.modelcontextprotocol/clientCapabilities"] = json!({});
+    let r = post(&no_caps, params, &headers).await;
+    assert!(!r.body.contains("input_required"), "{}", r.body);
+}
