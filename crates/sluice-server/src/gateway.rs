@@ -650,23 +650,100 @@ impl Gateway {
             ctx.progress_token = Some(format!("\"{token}\""));
             params["_meta"]["progressToken"] = Value::String(token);
         }
+        let modern_upstream = up.info().is_some_and(|i| i.is_modern());
+        if modern_upstream {
+            ctx.client_caps = Some(Arc::new(sess.client_capabilities.clone()));
+        }
         let (tx, mut rx) = mpsc::unbounded_channel();
         ctx.related = Some(tx);
-        let text = Value::Object(params).to_string();
-        let call = up.request(method, Some(&text), ctx, may_retry_sent);
-        tokio::pin!(call);
-        loop {
-            tokio::select! {
-                biased;
-                Some(rel) = rx.recv() => self.relay(sess, up, rel, original_token.as_ref(), out),
-                res = &mut call => {
-                    while let Ok(rel) = rx.try_recv() {
-                        self.relay(sess, up, rel, original_token.as_ref(), out);
+        // A 2026 upstream may answer `input_required`: a session-era client
+        // is asked as server-to-client requests, and the call is sent again
+        // with the answers (at most 10 rounds). A 2026 client gets the
+        // result as it is and retries through the gateway itself.
+        let bridge = modern_upstream && sess.protocol_version != version::MODERN;
+        for _round in 0..10 {
+            let text = Value::Object(params.clone()).to_string();
+            let call = up.request(method, Some(&text), ctx.clone(), may_retry_sent);
+            tokio::pin!(call);
+            let res = loop {
+                tokio::select! {
+                    biased;
+                    Some(rel) = rx.recv() => self.relay(sess, up, rel, original_token.as_ref(), out),
+                    res = &mut call => {
+                        while let Ok(rel) = rx.try_recv() {
+                            self.relay(sess, up, rel, original_token.as_ref(), out);
+                        }
+                        break res;
                     }
-                    return res;
                 }
+            };
+            let result = res?;
+            if !bridge || !result.get().contains("\"input_required\"") {
+                return Ok(result);
+            }
+            let mut r: Map<String, Value> = serde_json::from_str(result.get())
+                .map_err(|e| UpstreamError::Protocol(e.to_string()))?;
+            if r.get("resultType").and_then(Value::as_str) != Some("input_required") {
+                return Ok(result);
+            }
+            let asks = match r.remove("inputRequests") {
+                Some(Value::Object(m)) => m,
+                _ => Map::new(),
+            };
+            let answers = self.ask_inputs(sess, up, asks, out, timeout).await?;
+            params.insert("inputResponses".into(), Value::Object(answers));
+            match r.remove("requestState") {
+                Some(state) => params.insert("requestState".into(), state),
+                None => params.remove("requestState"),
+            };
+        }
+        Err(UpstreamError::Protocol(
+            "it asked for input more than 10 times in one call".into(),
+        ))
+    }
+
+    /// Asks a session-era client what a 2026 upstream needs to go on, as
+    /// server-to-client requests, and collects the answers by key.
+    async fn ask_inputs(
+        &self,
+        sess: &Session,
+        up: &Upstream,
+        asks: Map<String, Value>,
+        out: &Arc<dyn Outbound>,
+        timeout: Duration,
+    ) -> Result<Map<String, Value>, UpstreamError> {
+        let mut waits = Vec::new();
+        for (key, ask) in asks {
+            let method = ask
+                .get("method")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_string();
+            let params = ask.get("params").map(|p| raw(p.to_string()));
+            let (tx, rx) = tokio::sync::oneshot::channel();
+            self.ask_client(sess, up.name(), &method, params.as_deref(), tx, out);
+            waits.push((key, rx));
+        }
+        let mut answers = Map::new();
+        for (key, rx) in waits {
+            match tokio::time::timeout(timeout, rx).await {
+                Ok(Ok(Ok(answer))) => {
+                    answers.insert(
+                        key,
+                        serde_json::from_str(answer.get()).unwrap_or(Value::Null),
+                    );
+                }
+                // The client refused or could not answer: that is the call's answer.
+                Ok(Ok(Err(error))) => return Err(UpstreamError::Rpc(error)),
+                Ok(Err(_)) => {
+                    return Err(UpstreamError::Transport(
+                        "the client went away before answering the server's question".into(),
+                    ));
+                }
+                Err(_) => return Err(UpstreamError::Timeout(timeout)),
             }
         }
+        Ok(answers)
     }
 
     /// Sends one message of an upstream's call on to the client.

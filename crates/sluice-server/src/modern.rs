@@ -39,12 +39,15 @@ const META_SUBSCRIPTION: &str = "io.modelcontextprotocol/subscriptionId";
 const HEADER_MISMATCH: i64 = -32020;
 const UNSUPPORTED_VERSION: i64 = -32022;
 
-/// True when a request's `MCP-Protocol-Version` selects the stateless revision.
+/// True when a request's `MCP-Protocol-Version` selects the stateless
+/// revision: it names no session-era revision and the request belongs to no
+/// session (a session's request with a bad version is a session-era error).
 pub(crate) fn selects_modern(headers: &HeaderMap) -> bool {
-    headers
-        .get(mcp_header::PROTOCOL_VERSION)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| !version::is_legacy(v.trim()))
+    !headers.contains_key(mcp_header::SESSION_ID)
+        && headers
+            .get(mcp_header::PROTOCOL_VERSION)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| !version::is_legacy(v.trim()))
 }
 
 /// A 2026 error answer: the HTTP status the revision prescribes for its code.
@@ -400,6 +403,10 @@ pub(crate) struct Parked {
     key: Vec<u8>,
 }
 
+/// Marks the states this gateway signs; others belong to a 2026 upstream and
+/// are passed back to it untouched.
+const STATE_PREFIX: &str = "sluice1.";
+
 /// How long a parked call waits for the client's retry.
 const PARK_FOR: Duration = Duration::from_secs(600);
 
@@ -448,13 +455,13 @@ impl Parked {
             json!({"r": replica, "k": key, "m": method, "t": target, "e": exp}).to_string(),
         );
         let mac = self.mac(&claims);
-        format!("v1.{claims}.{mac}")
+        format!("{STATE_PREFIX}{claims}.{mac}")
     }
 
     /// The claims of a state this gateway (or a replica sharing its key) signed.
     fn verify(&self, state: &str) -> Option<Value> {
         use hmac::Mac;
-        let rest = state.strip_prefix("v1.")?;
+        let rest = state.strip_prefix(STATE_PREFIX)?;
         let (claims, mac) = rest.split_once('.')?;
         let mut m = HmacSha256::new_from_slice(&self.key).expect("any key length");
         m.update(claims.as_bytes());
@@ -489,8 +496,25 @@ async fn call(gw: &Arc<Gateway>, req: Request, mut env: Envelope, headers: &Head
         .filter_map(|v| v.to_str().ok())
         .any(|v| v.contains("text/event-stream") || v.contains("*/*"));
 
-    let state = env.params.remove("requestState");
-    let responses = env.params.remove("inputResponses");
+    let ours = env
+        .params
+        .get("requestState")
+        .and_then(Value::as_str)
+        .is_some_and(|s| s.starts_with(STATE_PREFIX));
+    let (state, responses) = if ours
+        || env
+            .params
+            .get("requestState")
+            .is_some_and(|s| !s.is_string())
+    {
+        (
+            env.params.remove("requestState"),
+            env.params.remove("inputResponses"),
+        )
+    } else {
+        // No state, or a 2026 upstream's own: the upstream continues its call.
+        (None, None)
+    };
     let flight = match state {
         Some(Value::String(state)) => {
             let Some(claims) = gw.parked.verify(&state) else {

@@ -33,6 +33,9 @@ pub(crate) struct HttpConn {
     next_id: AtomicU64,
     events: mpsc::UnboundedSender<UpstreamEvent>,
     init_params: String,
+    /// Set when the server speaks the stateless revision: no session, every
+    /// request carries its envelope and routing headers.
+    modern: std::sync::atomic::AtomicBool,
 }
 
 /// What an initialize POST returned.
@@ -54,6 +57,7 @@ impl HttpConn {
     ) -> Self {
         HttpConn {
             init_params,
+            modern: std::sync::atomic::AtomicBool::new(false),
             server,
             name,
             client,
@@ -92,20 +96,42 @@ impl HttpConn {
         Ok(InitOutcome::Ok(result))
     }
 
-    fn request_builder(&self, body: String) -> reqwest::RequestBuilder {
-        let mut rb = self
+    pub(crate) fn is_modern(&self) -> bool {
+        self.modern.load(Ordering::Relaxed)
+    }
+
+    fn request_builder(
+        &self,
+        body: String,
+        route: Option<(&str, Option<&str>)>,
+    ) -> reqwest::RequestBuilder {
+        let rb = self
             .client
             .post(&self.url)
             .headers(self.headers.clone())
             .header(ACCEPT, ACCEPT_BOTH)
-            .header(CONTENT_TYPE, "application/json")
-            .header(
-                header::PROTOCOL_VERSION,
-                self.protocol.read().unwrap().clone(),
-            );
-        if let Some(sid) = self.session.read().unwrap().clone() {
-            rb = rb.header(header::SESSION_ID, sid);
-        }
+            .header(CONTENT_TYPE, "application/json");
+        let rb = match route {
+            Some((method, params)) if self.is_modern() => {
+                let mut rb = rb
+                    .header(header::PROTOCOL_VERSION, crate::modern::MODERN)
+                    .header(header::METHOD, method);
+                if let Some(name) = params.and_then(|p| crate::modern::name_header(method, p)) {
+                    rb = rb.header(header::NAME, name);
+                }
+                rb
+            }
+            _ => {
+                let mut rb = rb.header(
+                    header::PROTOCOL_VERSION,
+                    self.protocol.read().unwrap().clone(),
+                );
+                if let Some(sid) = self.session.read().unwrap().clone() {
+                    rb = rb.header(header::SESSION_ID, sid);
+                }
+                rb
+            }
+        };
         rb.body(body)
     }
 
@@ -114,7 +140,16 @@ impl HttpConn {
         body: String,
         timeout: Duration,
     ) -> Result<reqwest::Response, UpstreamError> {
-        let fut = self.request_builder(body).send();
+        self.post_routed(body, None, timeout).await
+    }
+
+    async fn post_routed(
+        &self,
+        body: String,
+        route: Option<(&str, Option<&str>)>,
+        timeout: Duration,
+    ) -> Result<reqwest::Response, UpstreamError> {
+        let fut = self.request_builder(body, route).send();
         match tokio::time::timeout(timeout, fut).await {
             Err(_) => Err(UpstreamError::Timeout(timeout)),
             Ok(Err(e)) if e.is_connect() => Err(UpstreamError::Unavailable(format!(
@@ -138,15 +173,22 @@ impl HttpConn {
         for attempt in 0..2 {
             let id = self.next_id.fetch_add(1, Ordering::Relaxed);
             let body = jsonrpc::request(&Id::Num(id as i64), method, params);
+            // In 2026 closing the request is the cancellation; nothing is sent.
             let mut guard = CancelGuard {
                 conn: Arc::downgrade(self),
                 id,
-                armed: true,
+                armed: !self.is_modern(),
             };
             let work = async {
-                let resp = self.post(body, ctx.timeout).await?;
+                let resp = self
+                    .post_routed(body, Some((method, params)), ctx.timeout)
+                    .await?;
                 let status = resp.status().as_u16();
-                if status == 404 && attempt == 0 && self.session.read().unwrap().is_some() {
+                if status == 404
+                    && attempt == 0
+                    && !self.is_modern()
+                    && self.session.read().unwrap().is_some()
+                {
                     return Ok(None);
                 }
                 self.read_response(resp, id, &ctx).await.map(Some)
@@ -186,12 +228,102 @@ impl HttpConn {
         ))
     }
 
+    /// Asks whether the server speaks the stateless revision: `Some` with what
+    /// it declared when it does, `None` when it answers like a session-era
+    /// server (any error). Failing to reach it at all is an error.
+    pub(crate) async fn discover(
+        self: &Arc<Self>,
+        timeout: Duration,
+    ) -> Result<Option<crate::ServerInfo>, UpstreamError> {
+        self.modern.store(true, Ordering::Relaxed);
+        let params = crate::modern::stamp(None, None);
+        let body = jsonrpc::request(&Id::Num(0), "server/discover", Some(&params));
+        let outcome = async {
+            let resp = self
+                .post_routed(body, Some(("server/discover", Some(&params))), timeout)
+                .await?;
+            if !resp.status().is_success() {
+                return Ok(None);
+            }
+            let ctx = CallCtx::new(timeout);
+            Ok(self
+                .read_response(resp, 0, &ctx)
+                .await
+                .ok()
+                .and_then(|r| crate::modern::discovered(&r)))
+        }
+        .await;
+        if !matches!(outcome, Ok(Some(_))) {
+            self.modern.store(false, Ordering::Relaxed);
+        }
+        outcome
+    }
+
+    /// Keeps a `subscriptions/listen` stream open to a 2026 server, for its
+    /// change notifications.
+    pub(crate) async fn listen_modern(conn: Weak<HttpConn>) {
+        let mut backoff = Duration::from_millis(500);
+        loop {
+            let Some(this) = conn.upgrade() else { return };
+            let params = crate::modern::stamp(
+                Some(
+                    r#"{"notifications":{"toolsListChanged":true,"promptsListChanged":true,"resourcesListChanged":true}}"#,
+                ),
+                None,
+            );
+            let body = jsonrpc::request(
+                &Id::Str("sluice-listen".into()),
+                "subscriptions/listen",
+                Some(&params),
+            );
+            let sent = this
+                .request_builder(body, Some(("subscriptions/listen", Some(&params))))
+                .send()
+                .await;
+            match sent {
+                Ok(resp) if resp.status().is_success() => {
+                    backoff = Duration::from_millis(500);
+                    let mut parser = sse::Parser::default();
+                    let mut stream = resp.bytes_stream();
+                    drop(this);
+                    while let Some(Ok(chunk)) = stream.next().await {
+                        let Some(this) = conn.upgrade() else { return };
+                        for ev in parser.feed(&chunk) {
+                            if let Ok(Message::Notification(n)) = Message::parse(ev.data.as_bytes())
+                                && n.method != "notifications/subscriptions/acknowledged"
+                            {
+                                let _ = this.events.send(UpstreamEvent::Notification {
+                                    server: this.server,
+                                    method: n.method,
+                                    params: n.params,
+                                });
+                            }
+                        }
+                    }
+                }
+                Ok(resp) => {
+                    tracing::debug!(server = %this.name, status = resp.status().as_u16(), "upstream listen refused")
+                }
+                Err(e) => {
+                    tracing::debug!(server = %this.name, error = %root_cause(&e), "upstream listen failed")
+                }
+            }
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(Duration::from_secs(30));
+        }
+    }
+
     /// Sends a notification or a response (expects 202).
     pub(crate) async fn notify(
         &self,
         method: &str,
         params: Option<&str>,
     ) -> Result<(), UpstreamError> {
+        if self.is_modern() {
+            // The stateless revision defines no client-to-server notifications over HTTP.
+            return Ok(());
+        }
+
         self.send_message(jsonrpc::notification(method, params))
             .await
     }

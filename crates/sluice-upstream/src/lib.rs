@@ -15,6 +15,7 @@ mod duplex;
 mod error;
 pub mod health;
 mod http;
+pub mod modern;
 mod stdio;
 mod upstream;
 
@@ -73,11 +74,15 @@ pub struct CallCtx {
     pub progress_token: Option<String>,
     /// Give up (and tell the server `notifications/cancelled`) after this long.
     pub timeout: Duration,
+    /// The capabilities of the client this call is for: a 2026-07-28
+    /// upstream gets them in the request's envelope.
+    pub client_caps: Option<std::sync::Arc<serde_json::Value>>,
 }
 
 impl CallCtx {
     pub fn new(timeout: Duration) -> Self {
         CallCtx {
+            client_caps: None,
             related: None,
             progress_token: None,
             timeout,

@@ -25,6 +25,11 @@ pub struct ServerInfo {
 }
 
 impl ServerInfo {
+    /// True when the server speaks the stateless revision 2026-07-28.
+    pub fn is_modern(&self) -> bool {
+        self.protocol_version == crate::modern::MODERN
+    }
+
     /// True when the server declared capability `name` (e.g. "tools").
     pub fn has(&self, name: &str) -> bool {
         self.capabilities.get(name).is_some_and(|v| !v.is_null())
@@ -218,6 +223,13 @@ impl Upstream {
         }
         let mut ctx = ctx.clone();
         ctx.timeout = deadline.saturating_duration_since(tokio::time::Instant::now());
+        let stamped;
+        let params = if self.info().is_some_and(|i| i.is_modern()) {
+            stamped = crate::modern::stamp(params, ctx.client_caps.as_deref());
+            Some(stamped.as_str())
+        } else {
+            params
+        };
         let res = match self.conn() {
             Ok(conn) => conn.request(method, params, ctx).await,
             Err(e) => Err(e),
@@ -248,13 +260,17 @@ impl Upstream {
                 if self.health.admit().is_err() {
                     return; // the circuit is open and waiting; its timer decides
                 }
-                let method = if self.ping_unsupported.load(Ordering::Relaxed) {
+                let modern = self.info().is_some_and(|i| i.is_modern());
+                let method = if modern {
+                    "server/discover"
+                } else if self.ping_unsupported.load(Ordering::Relaxed) {
                     "tools/list"
                 } else {
                     "ping"
                 };
+                let stamped = modern.then(|| crate::modern::stamp(None, None));
                 match conn
-                    .request(method, None, CallCtx::new(self.probe.timeout))
+                    .request(method, stamped.as_deref(), CallCtx::new(self.probe.timeout))
                     .await
                 {
                     Ok(_) => Ok(()),
@@ -272,6 +288,9 @@ impl Upstream {
 
     /// Sends a notification over the live connection.
     pub async fn notify(&self, method: &str, params: Option<&str>) -> Result<(), UpstreamError> {
+        if self.info().is_some_and(|i| i.is_modern()) && method != "notifications/cancelled" {
+            return Ok(()); // no such notifications in 2026-07-28
+        }
         self.conn()?.notify(method, params).await
     }
 
@@ -462,6 +481,21 @@ impl Upstream {
                         self.events.clone(),
                         self.init_params.clone(),
                     ));
+                    if let Some(info) = h.discover(timeout).await? {
+                        tracing::info!(server = %self.name(), "the server speaks MCP 2026-07-28");
+                        tokio::spawn(HttpConn::listen_modern(Arc::downgrade(&h)));
+                        let stop = self.stop.subscribe();
+                        tokio::spawn(async move {
+                            let mut stop = stop;
+                            let _ = stop.changed().await;
+                            drop(closed);
+                        });
+                        return Ok(Connected {
+                            conn: Conn::Http(h),
+                            info,
+                            pgid: None,
+                        });
+                    }
                     match h.initialize(timeout).await? {
                         InitOutcome::Ok(result) => {
                             let info = parse_info(&result)?;
@@ -508,6 +542,23 @@ impl Upstream {
             }
         };
         let handshake = async {
+            // A stdio server that answers `server/discover` speaks 2026-07-28;
+            // a session-era one refuses the method.
+            if matches!(conn, Conn::Duplex(_)) && pgid.is_some() {
+                let probe = conn
+                    .request(
+                        "server/discover",
+                        Some(&crate::modern::stamp(None, None)),
+                        CallCtx::new(timeout.min(Duration::from_secs(10))),
+                    )
+                    .await;
+                if let Ok(result) = &probe
+                    && let Some(info) = crate::modern::discovered(result)
+                {
+                    tracing::info!(server = %self.name(), "the server speaks MCP 2026-07-28");
+                    return Ok::<_, UpstreamError>(info);
+                }
+            }
             let result = conn
                 .request("initialize", Some(&self.init_params), CallCtx::new(timeout))
                 .await?;
