@@ -40,15 +40,23 @@ pub struct AllArgs {
     /// Scenarios to run (default all): direct, proxy, sluice-http, sluice-stdio.
     #[arg(long, value_delimiter = ',')]
     pub only: Vec<String>,
-    /// Session stores for extra `sluice-http` rows besides the default
-    /// in-memory one (e.g. `redis`, once it exists); each adds a row set
-    /// whose config has `[sessions] store = "NAME"` plus `--store-config`.
-    #[arg(long, value_delimiter = ',')]
+    /// Session stores for extra `sluice (HTTP upstream)` rows besides the
+    /// in-memory one of the main rows: `sqlite` (a file in the work dir),
+    /// `redis` (a redis-server the harness starts, or --redis-url); empty
+    /// (`--stores ''`) for none.
+    #[arg(long, value_delimiter = ',', default_value = "sqlite,redis")]
     pub stores: Vec<String>,
-    /// Extra TOML lines for the `[sessions]` table of the extra-store rows
-    /// (e.g. `url = "redis://127.0.0.1:6379"`).
+    /// Concurrency levels of the extra-store rows.
+    #[arg(long, value_delimiter = ',', default_value = "1,64")]
+    pub store_concurrency: Vec<usize>,
+    /// Another `sluice` binary to measure beside the built one, as
+    /// `NAME=PATH` (repeatable): adds `sluice (HTTP upstream) [NAME]` rows
+    /// (memory sessions), interleaved with the others, for A/B comparisons.
     #[arg(long)]
-    pub store_config: Option<String>,
+    pub compare: Vec<String>,
+    /// Use this Redis instead of starting redis-server.
+    #[arg(long)]
+    pub redis_url: Option<String>,
     /// A script that puts another gateway in front of the fixture: run as
     /// `SCRIPT start UPSTREAM_URL`, it prints `key=value` lines (name, url,
     /// pgid or pid, tool, header (repeatable), concurrency) and then `ready`,
@@ -66,6 +74,10 @@ pub struct AllArgs {
     pub slow_ms: u64,
     #[arg(long, default_value_t = 64)]
     pub slow_concurrency: usize,
+    /// Runs per row (in rounds across the scenarios); the row shows the run
+    /// with the median throughput. 3 steadies a noisy machine, at 3× the time.
+    #[arg(long, default_value_t = 1)]
+    pub repeat: usize,
     /// Load-generator runtime threads (1: current-thread runtime).
     #[arg(long, default_value_t = 1)]
     pub client_threads: usize,
@@ -80,7 +92,18 @@ struct Service {
 }
 
 impl Service {
-    async fn start(name: &str, mut cmd: Command, logs: &Path) -> anyhow::Result<Service> {
+    /// Starts `cmd` and waits until it prints `listening on http://…` (the
+    /// URL is kept) or, when given, the `ready` marker.
+    async fn start(name: &str, cmd: Command, logs: &Path) -> anyhow::Result<Service> {
+        Service::start_until(name, cmd, logs, None).await
+    }
+
+    async fn start_until(
+        name: &str,
+        mut cmd: Command,
+        logs: &Path,
+        ready: Option<&'static str>,
+    ) -> anyhow::Result<Service> {
         cmd.stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -110,15 +133,17 @@ impl Service {
             tokio::spawn(async move {
                 let mut lines = BufReader::new(stream).lines();
                 while let Ok(Some(line)) = lines.next_line().await {
-                    if let Some(i) = line.find("listening on http://") {
-                        let url = line[i + "listening on ".len()..]
+                    let found = match line.find("listening on http://") {
+                        Some(i) => line[i + "listening on ".len()..]
                             .split_whitespace()
                             .next()
-                            .unwrap_or_default()
-                            .to_string();
-                        if let Some(tx) = tx.lock().unwrap().take() {
-                            let _ = tx.send(url);
-                        }
+                            .map(str::to_string),
+                        None => ready.filter(|m| line.contains(m)).map(str::to_string),
+                    };
+                    if let Some(url) = found
+                        && let Some(tx) = tx.lock().unwrap().take()
+                    {
+                        let _ = tx.send(url);
                     }
                     let mut f = log.lock().unwrap_or_else(|e| e.into_inner());
                     let _ = writeln!(f, "{line}");
@@ -274,8 +299,33 @@ struct Scenario {
     slow_tool: Option<String>,
 }
 
-fn sluice_config(upstream: &str, extra: &str) -> String {
-    format!("[sessions]\nidle_timeout = \"1h\"\n{extra}\n[[servers]]\nname = \"fx\"\n{upstream}\n")
+/// A gateway config with one server `fx`; `sessions` are the `[sessions]`
+/// lines choosing the store.
+fn sluice_config(upstream: &str, sessions: &str) -> String {
+    format!(
+        "[sessions]\nidle_timeout = \"1h\"\n{sessions}\n\n[[servers]]\nname = \"fx\"\n{upstream}\n"
+    )
+}
+
+const MEMORY: &str = "store = \"memory\"";
+
+fn free_port() -> anyhow::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
+/// A throwaway redis-server on a free loopback port.
+async fn start_redis(logs: &Path) -> anyhow::Result<(Service, String)> {
+    let port = free_port()?;
+    let mut cmd = Command::new("redis-server");
+    cmd.args(["--bind", "127.0.0.1", "--port", &port.to_string()])
+        .args(["--save", "", "--appendonly", "no"])
+        .current_dir(logs);
+    let s = Service::start_until("redis", cmd, logs, Some("Ready to accept connections"))
+        .await
+        .context("starting redis-server (is it installed?)")?;
+    Ok((s, format!("redis://127.0.0.1:{port}")))
 }
 
 async fn start_sluice(
@@ -284,9 +334,18 @@ async fn start_sluice(
     logs: &Path,
     config: &str,
 ) -> anyhow::Result<Service> {
+    start_sluice_bin(name, &bins.join("sluice"), logs, config).await
+}
+
+async fn start_sluice_bin(
+    name: &str,
+    binary: &Path,
+    logs: &Path,
+    config: &str,
+) -> anyhow::Result<Service> {
     let path = logs.join(format!("{name}.toml"));
     std::fs::write(&path, config)?;
-    let mut cmd = Command::new(bins.join("sluice"));
+    let mut cmd = Command::new(binary);
     cmd.arg("serve")
         .arg("--config")
         .arg(&path)
@@ -409,7 +468,7 @@ pub async fn all(a: AllArgs) -> anyhow::Result<()> {
                 "sluice-http",
                 &bins,
                 &logs,
-                &sluice_config(&http_upstream, ""),
+                &sluice_config(&http_upstream, MEMORY),
             )
             .await?;
             scenarios.push(plain(
@@ -422,22 +481,72 @@ pub async fn all(a: AllArgs) -> anyhow::Result<()> {
             )?);
             services.push(s);
         }
-        for store in a.stores.iter().filter(|s| *s != "memory") {
-            let extra = format!(
-                "store = \"{store}\"\n{}",
-                a.store_config.as_deref().unwrap_or_default()
-            );
+        for spec in &a.compare {
+            let (name, path) = spec
+                .split_once('=')
+                .ok_or_else(|| anyhow!("--compare wants NAME=PATH, got `{spec}`"))?;
+            let s = start_sluice_bin(
+                &format!("sluice-http-{name}"),
+                Path::new(path),
+                &logs,
+                &sluice_config(&http_upstream, MEMORY),
+            )
+            .await?;
+            scenarios.push(plain(
+                &format!("sluice (HTTP upstream) [{name}]"),
+                Role::Gateway,
+                &s.url,
+                "fx__noop",
+                Some(Probe::Pid(s.pid)),
+                fx_probe,
+            )?);
+            services.push(s);
+        }
+        for store in a
+            .stores
+            .iter()
+            .filter(|s| !s.is_empty() && *s != "memory" && wanted("sluice-http"))
+        {
             let name = format!("sluice-http-{store}");
-            match start_sluice(&name, &bins, &logs, &sluice_config(&http_upstream, &extra)).await {
+            let extra = match store.as_str() {
+                "sqlite" => Ok(format!(
+                    "store = \"sqlite\"\nsqlite_path = {:?}",
+                    logs.join(format!("{name}.db")).display().to_string()
+                )),
+                "redis" => match &a.redis_url {
+                    Some(url) => Ok(url.clone()),
+                    None => start_redis(&logs).await.map(|(s, url)| {
+                        services.push(s);
+                        url
+                    }),
+                }
+                .map(|url| {
+                    format!(
+                        "store = \"redis\"\nredis_url = {url:?}\nkey_prefix = \"sluice-bench-{}:\"",
+                        std::process::id()
+                    )
+                }),
+                other => Ok(format!("store = {other:?}")),
+            };
+            let started = match extra {
+                Ok(extra) => {
+                    start_sluice(&name, &bins, &logs, &sluice_config(&http_upstream, &extra)).await
+                }
+                Err(e) => Err(e),
+            };
+            match started {
                 Ok(s) => {
-                    scenarios.push(plain(
+                    let mut sc = plain(
                         &format!("sluice (HTTP upstream, {store} sessions)"),
                         Role::Gateway,
                         &s.url,
                         "fx__noop",
                         Some(Probe::Pid(s.pid)),
                         fx_probe,
-                    )?);
+                    )?;
+                    sc.concurrency = Some(a.store_concurrency.clone());
+                    sc.slow_tool = None;
+                    scenarios.push(sc);
                     services.push(s);
                 }
                 Err(e) => {
@@ -457,8 +566,13 @@ pub async fn all(a: AllArgs) -> anyhow::Result<()> {
         if wanted("sluice-stdio") {
             let fx_bin = bins.join("sluice-fixture");
             let upstream = format!("command = {:?}", fx_bin.display().to_string());
-            let s =
-                start_sluice("sluice-stdio", &bins, &logs, &sluice_config(&upstream, "")).await?;
+            let s = start_sluice(
+                "sluice-stdio",
+                &bins,
+                &logs,
+                &sluice_config(&upstream, MEMORY),
+            )
+            .await?;
             let child = stats::children(s.pid).into_iter().next();
             scenarios.push(plain(
                 "sluice (stdio upstream)",
@@ -517,52 +631,70 @@ pub async fn all(a: AllArgs) -> anyhow::Result<()> {
             passes.push((a.slow_concurrency, true));
         }
         for (c, slow) in passes {
-            for sc in &scenarios {
-                if sc.concurrency.as_ref().is_some_and(|l| !l.contains(&c)) {
-                    continue;
-                }
-                let (tool, args, group) = match (slow, &sc.slow_tool) {
-                    (false, _) => (sc.tool.as_str(), "{}", String::new()),
-                    (true, Some(t)) => (t.as_str(), slow_args.as_str(), slow_group.clone()),
-                    (true, None) => continue,
-                };
-                let label = if slow {
-                    format!("{}, {group}", sc.label)
-                } else {
-                    sc.label.clone()
-                };
-                let mut row = Row {
-                    label,
-                    group,
-                    role: sc.role,
-                    concurrency: c,
-                    result: None,
-                    failure: sc.failure.clone(),
-                };
-                if row.failure.is_none() {
-                    eprint!("{} c={c} … ", row.label);
-                    let spec = a.spec.spec(c, tool, args);
-                    match load::run(sc.target.clone(), &spec, sc.gw, sc.up).await {
-                        Ok(r) => {
-                            eprintln!(
-                                "{:.0} calls/s, p50 {:.0} µs, {} errors{}",
-                                r.calls_per_sec(),
-                                r.latency.p50 as f64 / 1000.0,
-                                r.errors,
-                                r.first_error
-                                    .as_deref()
-                                    .map(|e| format!(" (first: {e})"))
-                                    .unwrap_or_default()
-                            );
-                            row.result = Some(r);
-                        }
-                        Err(e) => {
-                            eprintln!("failed: {e:#}");
-                            row.failure = Some(format!("{e:#}"));
+            // Each (scenario, c) runs `repeat` times, in rounds across the
+            // scenarios; the row is the run with the median throughput.
+            let first_row = rows.len();
+            let mut runs: Vec<Vec<load::LoadResult>> = Vec::new();
+            for round in 0..a.repeat.max(1) {
+                let mut k = 0;
+                for sc in &scenarios {
+                    if sc.concurrency.as_ref().is_some_and(|l| !l.contains(&c)) {
+                        continue;
+                    }
+                    let (tool, args, group) = match (slow, &sc.slow_tool) {
+                        (false, _) => (sc.tool.as_str(), "{}", String::new()),
+                        (true, Some(t)) => (t.as_str(), slow_args.as_str(), slow_group.clone()),
+                        (true, None) => continue,
+                    };
+                    let label = if slow {
+                        format!("{}, {group}", sc.label)
+                    } else {
+                        sc.label.clone()
+                    };
+                    if round == 0 {
+                        rows.push(Row {
+                            label,
+                            group,
+                            role: sc.role,
+                            concurrency: c,
+                            result: None,
+                            failure: sc.failure.clone(),
+                        });
+                        runs.push(Vec::new());
+                    }
+                    let row = &mut rows[first_row + k];
+                    let results = &mut runs[k];
+                    k += 1;
+                    if row.failure.is_none() {
+                        eprint!("{} c={c} … ", row.label);
+                        let spec = a.spec.spec(c, tool, args);
+                        match load::run(sc.target.clone(), &spec, sc.gw, sc.up).await {
+                            Ok(r) => {
+                                eprintln!(
+                                    "{:.0} calls/s, p50 {:.0} µs, {} errors{}",
+                                    r.calls_per_sec(),
+                                    r.latency.p50 as f64 / 1000.0,
+                                    r.errors,
+                                    r.first_error
+                                        .as_deref()
+                                        .map(|e| format!(" (first: {e})"))
+                                        .unwrap_or_default()
+                                );
+                                results.push(r);
+                            }
+                            Err(e) => {
+                                eprintln!("failed: {e:#}");
+                                row.failure = Some(format!("{e:#}"));
+                            }
                         }
                     }
                 }
-                rows.push(row);
+            }
+            for (row, mut results) in rows[first_row..].iter_mut().zip(runs) {
+                if row.failure.is_none() && !results.is_empty() {
+                    results.sort_by(|x, y| x.calls_per_sec().total_cmp(&y.calls_per_sec()));
+                    row.result = Some(results.swap_remove(results.len() / 2));
+                }
             }
         }
 
@@ -573,7 +705,7 @@ pub async fn all(a: AllArgs) -> anyhow::Result<()> {
                 "sluice-idle",
                 &bins,
                 &logs,
-                &sluice_config(&http_upstream, ""),
+                &sluice_config(&http_upstream, MEMORY),
             )
             .await?;
             let target = Arc::new(Target::parse(&s.url, &[])?);
@@ -617,10 +749,13 @@ pub async fn all(a: AllArgs) -> anyhow::Result<()> {
 /// The table, the idle line and the targets, as Markdown.
 fn report(a: &AllArgs, rows: &[Row], idle: Option<&IdleResult>, took: Duration) -> String {
     let mut out = String::new();
-    let mode = match a.spec.calls {
-        Some(n) => format!("{n} calls per row"),
-        None => format!("{:?} per row", a.spec.duration),
+    let mut mode = match a.spec.calls {
+        Some(n) => format!("{n} calls per run"),
+        None => format!("{:?} per run", a.spec.duration),
     };
+    if a.repeat > 1 {
+        mode.push_str(&format!(", median of {} runs per row", a.repeat));
+    }
     let _ = writeln!(
         out,
         "\nsluice-bench: {}; {mode} after {:?} warm-up; tool `noop` of sluice-fixture; whole run {:.0} s\n",
