@@ -18,6 +18,7 @@ pub struct Config {
     pub listen: Listen,
     pub gateway: Gateway,
     pub health: Health,
+    pub defence: Defence,
     pub sessions: Sessions,
     pub servers: Vec<Server>,
 }
@@ -116,6 +117,44 @@ pub struct Server {
     pub output: OutputLimits,
     /// Whether client sessions share one connection to this server.
     pub isolation: Isolation,
+    /// What the poisoning detector's verdicts do for this server.
+    pub scan: ScanPolicy,
+    /// Hold back changed tool definitions until an operator approves them.
+    pub pinning: bool,
+    /// The server's `destructiveHint` annotations are believed (for `approval = "destructive"`).
+    pub trusted: bool,
+    /// When a call must be approved by the user first.
+    pub approval: Approval,
+    /// Per-tool overrides of `approval`, by the server's own tool name.
+    pub tool_approval: BTreeMap<String, Approval>,
+}
+
+/// What a malicious verdict does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ScanPolicy {
+    /// Malicious tools are hidden and refused; malicious outputs withheld.
+    Block,
+    /// Kept, logged and counted.
+    Warn,
+    Off,
+}
+
+/// When a tool call needs the user's approval.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Approval {
+    Never,
+    Always,
+    /// When the tool is annotated `destructiveHint` by a `trusted` server.
+    Destructive,
+}
+
+/// Defence against poisoned and changed tools.
+#[derive(Debug, Clone)]
+pub struct Defence {
+    /// The pin database (SQLite); relative paths are relative to the config file.
+    pub pins_path: PathBuf,
+    /// Scan every tool output; default true.
+    pub scan_outputs: bool,
 }
 
 /// How client sessions share an upstream.
@@ -297,6 +336,11 @@ impl Config {
             && let Some(dir) = path.parent()
         {
             *db = dir.join(&*db);
+        }
+        if config.defence.pins_path.is_relative()
+            && let Some(dir) = path.parent()
+        {
+            config.defence.pins_path = dir.join(&config.defence.pins_path);
         }
         Ok(config)
     }

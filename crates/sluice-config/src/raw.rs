@@ -13,6 +13,8 @@ pub(crate) struct RawConfig {
     #[serde(default)]
     health: RawHealth,
     #[serde(default)]
+    defence: RawDefence,
+    #[serde(default)]
     sessions: RawSessions,
     #[serde(default)]
     servers: Vec<RawServer>,
@@ -36,6 +38,13 @@ struct RawGateway {
     request_timeout: Option<String>,
     health_tool: Option<bool>,
     state_key: Option<String>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawDefence {
+    pins_path: Option<String>,
+    scan_outputs: Option<bool>,
 }
 
 #[derive(Deserialize, Default)]
@@ -101,6 +110,12 @@ struct RawServer {
     tool_max_output_tokens: BTreeMap<String, i64>,
     max_binary_bytes: Option<i64>,
     isolation: Option<String>,
+    scan: Option<String>,
+    pinning: Option<bool>,
+    trusted: Option<bool>,
+    approval: Option<String>,
+    #[serde(default)]
+    tool_approval: BTreeMap<String, String>,
 }
 
 struct Check<'a> {
@@ -549,7 +564,47 @@ pub(crate) fn validate(
                 Isolation::Shared
             }
         };
+        let scan = match s.scan.as_deref() {
+            None | Some("block") => ScanPolicy::Block,
+            Some("warn") => ScanPolicy::Warn,
+            Some("off") => ScanPolicy::Off,
+            Some(other) => {
+                c.fail(
+                    k("scan"),
+                    format!("`{other}` is not one of \"block\", \"warn\", \"off\""),
+                );
+                ScanPolicy::Block
+            }
+        };
+        let mut approval_of = |key: String, v: Option<&str>| match v {
+            None | Some("never") => Approval::Never,
+            Some("always") => Approval::Always,
+            Some("destructive") => Approval::Destructive,
+            Some(other) => {
+                c.fail(
+                    key,
+                    format!("`{other}` is not one of \"never\", \"always\", \"destructive\""),
+                );
+                Approval::Never
+            }
+        };
+        let approval = approval_of(k("approval"), s.approval.as_deref());
+        let tool_approval = s
+            .tool_approval
+            .iter()
+            .map(|(t, v)| {
+                (
+                    t.clone(),
+                    approval_of(k(&format!("tool_approval.{t}")), Some(v)),
+                )
+            })
+            .collect();
         servers.push(Server {
+            scan,
+            pinning: s.pinning.unwrap_or(true),
+            trusted: s.trusted.unwrap_or(false),
+            approval,
+            tool_approval,
             isolation,
             name,
             prefix,
@@ -568,6 +623,13 @@ pub(crate) fn validate(
 
     if c.problems.is_empty() {
         Ok(Config {
+            defence: Defence {
+                pins_path: PathBuf::from(c.expand(
+                    "defence.pins_path",
+                    raw.defence.pins_path.as_deref().unwrap_or("sluice-pins.db"),
+                )),
+                scan_outputs: raw.defence.scan_outputs.unwrap_or(true),
+            },
             listen,
             gateway,
             health,

@@ -76,6 +76,8 @@ struct Cache {
     uris: HashSet<String>,
     /// Literal prefixes of resource templates (text before the first `{`).
     template_prefixes: Vec<String>,
+    /// Tools held back (poisoned, or changed since approved), by the server's own name.
+    held: HashMap<String, crate::defence::Hold>,
 }
 
 /// A per-session upstream instance: (session, server index).
@@ -102,6 +104,10 @@ pub struct Gateway {
     pub(crate) isolated: Mutex<HashMap<IsolatedKey, Arc<Upstream>>>,
     /// 2026 calls waiting for the client's input (`input_required`).
     pub(crate) parked: crate::modern::Parked,
+    /// Pinned tool definitions (trust on first use).
+    pub(crate) pins: Option<sluice_store::PinStore>,
+    /// The tool lists last checked for shadowing (by identity), so each set is checked once.
+    shadow_checked: Mutex<Vec<usize>>,
     pub(crate) http_client: sluice_upstream::HttpClient,
     me: std::sync::OnceLock<std::sync::Weak<Gateway>>,
 }
@@ -130,6 +136,11 @@ impl Gateway {
         )
         .await?;
         let config_state_key = config.gateway.state_key.clone();
+        let pins = if config.servers.iter().any(|s| s.pinning) {
+            Some(sluice_store::PinStore::open(&config.defence.pins_path)?)
+        } else {
+            None
+        };
         let (writer, writer_rx) = mpsc::unbounded_channel();
         let (events_tx, events_rx) = mpsc::unbounded_channel();
         let client = sluice_upstream::http_client();
@@ -169,6 +180,8 @@ impl Gateway {
             metrics: Metrics::new(),
             isolated: Mutex::new(HashMap::new()),
             parked: crate::modern::Parked::new(config_state_key),
+            pins,
+            shadow_checked: Mutex::new(Vec::new()),
             http_client: client,
             me: std::sync::OnceLock::new(),
         });
@@ -409,7 +422,37 @@ impl Gateway {
             return Ok(self.health_result(&p));
         }
         let (u, name) = self.route_name(kind, &exposed).await?;
+        if kind == Kind::Tools
+            && let Some(hold) = self.hold_of(u, &name).await
+        {
+            let server = self.upstreams[u].name();
+            tracing::warn!(%server, tool = %exposed, code = hold.code, "call of a held-back tool refused");
+            return Ok(crate::defence::refusal(
+                server,
+                &exposed,
+                hold.code,
+                format!(
+                    "Tool `{exposed}` is held back by the gateway: {}. Do not retry it.",
+                    hold.reason
+                ),
+            ));
+        }
         let up = &self.upstream_for(sess, u).await?;
+        if kind == Kind::Tools
+            && self.needs_approval(up, &name)
+            && let Err(why) = self
+                .ask_approval(sess, up, &exposed, p.get("arguments"), out)
+                .await
+        {
+            return Ok(crate::defence::refusal(
+                up.name(),
+                &exposed,
+                "approval_refused",
+                format!(
+                    "Tool `{exposed}` was not called: it needs the user's approval, and {why}."
+                ),
+            ));
+        }
         let may_retry = kind != Kind::Tools || up.config.is_idempotent(&name);
         let limits = Limits {
             max_tokens: up.config.max_output_tokens(&name),
@@ -439,7 +482,9 @@ impl Gateway {
             )
             .await
         {
-            Ok(r) if kind == Kind::Tools => Ok(limits::apply(r, &limits)),
+            Ok(r) if kind == Kind::Tools => {
+                Ok(self.defend_output(up, &exposed, limits::apply(r, &limits)))
+            }
             Ok(r) => Ok(r),
             Err(e @ UpstreamError::Rpc(_)) => Err(Fail::Upstream {
                 server: up.name().into(),
@@ -918,6 +963,26 @@ impl Gateway {
                 .map(|u| self.upstream_list(u.index, kind)),
         )
         .await;
+        if kind == Kind::Tools {
+            let current: Vec<(usize, Arc<Vec<Value>>)> = lists
+                .iter()
+                .enumerate()
+                .filter_map(|(u, l)| l.as_ref().ok().map(|l| (u, l.clone())))
+                .collect();
+            let ids: Vec<usize> = current
+                .iter()
+                .map(|(_, l)| Arc::as_ptr(l) as usize)
+                .collect();
+            let fresh = {
+                let mut seen = self.shadow_checked.lock().unwrap();
+                let fresh = *seen != ids;
+                *seen = ids;
+                fresh
+            };
+            if fresh {
+                self.report_shadowing(&current);
+            }
+        }
         let mut items = Vec::new();
         let mut seen = HashSet::new();
         for (up, list) in self.upstreams.iter().zip(lists) {
@@ -928,6 +993,25 @@ impl Gateway {
                     continue;
                 }
             };
+            // Held-back tools are hidden (a released one shows again).
+            let held: Vec<String> = if kind == Kind::Tools {
+                let names: Vec<String> = self.caches[up.index]
+                    .lock()
+                    .unwrap()
+                    .held
+                    .keys()
+                    .cloned()
+                    .collect();
+                let mut still = Vec::new();
+                for n in names {
+                    if self.hold_of(up.index, &n).await.is_some() {
+                        still.push(n);
+                    }
+                }
+                still
+            } else {
+                Vec::new()
+            };
             for item in list.iter() {
                 let mut item = item.clone();
                 let key = match kind {
@@ -935,6 +1019,9 @@ impl Gateway {
                         let Some(name) = item.get("name").and_then(Value::as_str) else {
                             continue;
                         };
+                        if held.iter().any(|h| h == name) {
+                            continue;
+                        }
                         let exposed = names::expose(&up.config.prefix, name);
                         item["name"] = Value::String(exposed.clone());
                         exposed
@@ -990,8 +1077,16 @@ impl Gateway {
         }
         match self.fetch_all(up, kind).await {
             Ok(list) => {
+                let held = if kind == Kind::Tools {
+                    self.defend_tools(u, &list).await
+                } else {
+                    HashMap::new()
+                };
                 let list = Arc::new(list);
                 self.store_list(u, kind, list.clone());
+                if kind == Kind::Tools {
+                    self.caches[u].lock().unwrap().held = held;
+                }
                 Ok(list)
             }
             Err(e) => cached.ok_or(e),
@@ -1064,6 +1159,33 @@ impl Gateway {
             }
         }
         c.lists[kind as usize] = Some(list);
+    }
+
+    /// Server `u`'s tool list as last fetched.
+    pub(crate) fn cached_tools(&self, u: usize) -> Option<Arc<Vec<Value>>> {
+        self.caches[u].lock().unwrap().lists[Kind::Tools as usize].clone()
+    }
+
+    /// Why tool `name` of server `u` is held back, if it is. A tool held for
+    /// a changed definition is checked again, so an approval takes effect at once.
+    pub(crate) async fn hold_of(&self, u: usize, name: &str) -> Option<crate::defence::Hold> {
+        let hold = self.caches[u].lock().unwrap().held.get(name).cloned()?;
+        if hold.code != "tool_definition_changed" {
+            return Some(hold);
+        }
+        let tool = self
+            .cached_tools(u)?
+            .iter()
+            .find(|t| t.get("name").and_then(Value::as_str) == Some(name))
+            .cloned()?;
+        match self.check_pin(&self.upstreams[u], &tool).await {
+            Some(h) => Some(h),
+            None => {
+                tracing::info!(server = %self.upstreams[u].name(), tool = name, "changed definition approved; tool released");
+                self.caches[u].lock().unwrap().held.remove(name);
+                None
+            }
+        }
     }
 
     fn invalidate(&self, u: usize, kinds: &[Kind]) {

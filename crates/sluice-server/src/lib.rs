@@ -4,6 +4,7 @@
 //! - [`http`]: Streamable HTTP at `/mcp` (2025-11-25 sessions, SSE, resumability).
 //! - [`stdio`]: the same gateway over stdin/stdout.
 
+mod defence;
 mod error;
 pub mod gateway;
 pub mod http;

@@ -20,6 +20,13 @@ pub(crate) struct DropLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct FindingLabels {
+    server: String,
+    kind: &'static str,
+    verdict: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ServerLabels {
     server: String,
 }
@@ -35,6 +42,7 @@ pub(crate) struct Metrics {
     pub requests: Family<RequestLabels, Counter>,
     pub dropped: Family<DropLabels, Counter>,
     pub sessions: Gauge,
+    findings: Family<FindingLabels, Counter>,
     upstream_status: Family<StatusLabels, Gauge>,
     upstream_calls: Family<ServerLabels, Counter>,
     upstream_failures: Family<ServerLabels, Counter>,
@@ -47,6 +55,12 @@ impl Metrics {
         let requests = Family::<RequestLabels, Counter>::default();
         let dropped = Family::<DropLabels, Counter>::default();
         let sessions = Gauge::default();
+        let findings = Family::<FindingLabels, Counter>::default();
+        registry.register(
+            "scan_findings",
+            "Poisoning-detector findings and held definition changes, by server, kind (definition, output, definition_change) and verdict",
+            findings.clone(),
+        );
         let upstream_status = Family::<StatusLabels, Gauge>::default();
         let upstream_calls = Family::<ServerLabels, Counter>::default();
         let upstream_failures = Family::<ServerLabels, Counter>::default();
@@ -87,11 +101,22 @@ impl Metrics {
             requests,
             dropped,
             sessions,
+            findings,
             upstream_status,
             upstream_calls,
             upstream_failures,
             upstream_restarts,
         }
+    }
+
+    pub(crate) fn finding(&self, server: &str, kind: &'static str, verdict: &'static str) {
+        self.findings
+            .get_or_create(&FindingLabels {
+                server: server.to_string(),
+                kind,
+                verdict,
+            })
+            .inc();
     }
 
     pub(crate) fn drop(&self, reason: &'static str) {

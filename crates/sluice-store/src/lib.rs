@@ -8,9 +8,11 @@
 //! async methods without boxing.
 
 mod memory;
+mod pins;
 mod redis_store;
 mod sqlite;
 
+pub use pins::{PinRow, PinStatus, PinStore};
 pub use redis_store::{Bus, BusMessage};
 
 use serde::{Deserialize, Serialize};
