@@ -9,6 +9,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
+mod scan_config;
+
 #[derive(Parser)]
 #[command(
     name = "sluice",
@@ -40,23 +42,63 @@ enum Command {
         #[arg(long, short, default_value = "sluice.toml")]
         config: PathBuf,
     },
-    /// Scan tool definitions or tool outputs offline for poisoning.
+    /// Scan tool definitions or tool outputs offline for poisoning, or start the
+    /// servers of a config and scan what they offer.
     /// Exit code: 0 clean, 1 suspicious, 2 malicious, 3 could not scan.
     Scan {
         /// JSON Lines of tool definitions (`description`, `name`, `inputSchema`, …).
-        #[arg(long, conflicts_with = "outputs", required_unless_present = "outputs")]
+        #[arg(
+            long,
+            conflicts_with_all = ["outputs", "config"],
+            required_unless_present_any = ["outputs", "config"]
+        )]
         definitions: Option<PathBuf>,
         /// JSON Lines of tool outputs (`text`).
-        #[arg(long)]
+        #[arg(long, conflicts_with = "config")]
         outputs: Option<PathBuf>,
-        /// Output format.
-        #[arg(long, default_value = "jsonl", value_parser = ["jsonl"])]
-        format: String,
+        /// A Sluice config, or a Claude Code (`.mcp.json`, `~/.claude.json`), Claude
+        /// Desktop, Cursor or VS Code MCP config: start each server, list its tools,
+        /// prompts and resources, scan them, stop it.
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        /// Output format: `jsonl` for --definitions/--outputs (the default there);
+        /// `text` (default), `json` or `sarif` for --config.
+        #[arg(long, value_parser = ["jsonl", "text", "json", "sarif"])]
+        format: Option<String>,
+        /// With --config: time allowed per server to start and list everything
+        /// (`30s`, `2m`, `500ms`, or seconds).
+        #[arg(long, default_value = "30s", value_parser = scan_config::parse_duration)]
+        timeout: Duration,
+        /// With --config: servers started at once.
+        #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=64))]
+        jobs: u16,
+        /// With --config: no progress on stderr.
+        #[arg(long, short)]
+        quiet: bool,
     },
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        // A usage error of `scan` is "could not scan" (3), not "malicious" (clap's 2).
+        Err(e) if e.use_stderr() && std::env::args().nth(1).as_deref() == Some("scan") => {
+            let _ = e.print();
+            return ExitCode::from(3);
+        }
+        Err(e) => e.exit(),
+    };
+    if let Command::Scan {
+        config: Some(config),
+        format,
+        timeout,
+        jobs,
+        quiet,
+        ..
+    } = &cli.command
+    {
+        return scan_config::main(config, format.as_deref(), *timeout, *jobs, *quiet);
+    }
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
@@ -72,8 +114,17 @@ fn main() -> ExitCode {
         Command::Scan {
             definitions,
             outputs,
+            format,
             ..
-        } => return scan(definitions.as_deref(), outputs.as_deref()),
+        } => {
+            if format.as_deref().is_some_and(|f| f != "jsonl") {
+                eprintln!(
+                    "error: --definitions and --outputs write jsonl; text, json and sarif are for --config"
+                );
+                return ExitCode::from(3);
+            }
+            return scan(definitions.as_deref(), outputs.as_deref());
+        }
     };
     let config = match Config::load(&path) {
         Ok(c) => c,

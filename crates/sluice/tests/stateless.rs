@@ -274,3 +274,39 @@ async fn upstream_requests_become_input_required_with_a_signed_state() {
     let r = post(&no_caps, params, &headers).await;
     assert!(!r.body.contains("input_required"), "{}", r.body);
 }
+
+#[tokio::test]
+async fn closing_a_2026_response_cancels_the_call_upstream() {
+    let cfg = format!(
+        "[sessions]\nstore = \"memory\"\n[[servers]]\nname = \"fx\"\nprefix = \"\"\ncommand = \"{}\"\n",
+        sibling_bin("sluice-fixture").display()
+    );
+    let gw = Gateway::start("stateless-cancel", &cfg);
+    let c = Client::new(&gw.url);
+    let mut m = meta();
+    m["progressToken"] = json!("p1");
+    let mut resp = c
+        .http
+        .post(&c.url)
+        .header("content-type", "application/json")
+        .header("accept", "application/json, text/event-stream")
+        .header("mcp-protocol-version", "2026-07-28")
+        .header("mcp-method", "tools/call")
+        .header("mcp-name", "slow")
+        .body(json!({"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"slow","arguments":{"ms":10000},"_meta": m}}).to_string())
+        .send()
+        .await
+        .unwrap();
+    let mut body = String::new();
+    while !body.contains("notifications/progress") {
+        let chunk = resp.chunk().await.unwrap().expect("progress streams");
+        body.push_str(&String::from_utf8_lossy(&chunk));
+    }
+    assert!(body.contains("\"progressToken\":\"p1\""), "{body}");
+    drop(resp);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while !gw.logs().contains("fixture: cancelled request") {
+        assert!(std::time::Instant::now() < deadline, "the upstream was not told: {}", gw.logs());
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
