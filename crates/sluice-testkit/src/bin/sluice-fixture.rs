@@ -1,9 +1,15 @@
 //! `sluice-fixture`: the MCP fixture server (see `sluice_testkit::fixture`).
 //!
 //! ```text
-//! sluice-fixture [--name NAME] [--page-size N] [stdio]
-//! sluice-fixture [--name NAME] [--page-size N] http [--listen 127.0.0.1:0] [--sse-responses]
+//! sluice-fixture [--era legacy|modern|dual] [--name NAME] [--page-size N] [stdio]
+//! sluice-fixture [--era legacy|modern|dual] [--name NAME] [--page-size N] http [--listen 127.0.0.1:0] [--sse-responses]
 //! ```
+//!
+//! `--era` picks the protocol eras served: `dual` (default) serves the
+//! initialize handshake (2025-11-25) and the stateless 2026-07-28 side by
+//! side, per request; `modern` only 2026-07-28 (initialize is refused with
+//! an error naming it, HTTP 400); `legacy` only the handshake, like a server
+//! that predates 2026 (`server/discover` is -32601 on stdio).
 //!
 //! In HTTP mode it prints exactly one line to stdout once bound:
 //! `listening on http://127.0.0.1:PORT/mcp`.
@@ -13,7 +19,7 @@ use std::net::SocketAddr;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use sluice_testkit::fixture::{self, Fixture, FixtureConfig};
+use sluice_testkit::fixture::{self, Era, Fixture, FixtureConfig};
 
 #[derive(Parser)]
 #[command(
@@ -29,11 +35,26 @@ struct Cli {
     /// prompts/list (0: no pagination).
     #[arg(long, global = true, default_value_t = 0)]
     page_size: usize,
+    /// Protocol eras served: legacy (2025-11-25 handshake only), modern
+    /// (stateless 2026-07-28 only) or dual (both, per request).
+    #[arg(long, global = true, default_value = "dual", value_parser = parse_era)]
+    era: Era,
+    /// Secret the 2026 requestState HMAC key is derived from (replicas that
+    /// share it accept each other's states); default: random per process.
+    #[arg(long, global = true)]
+    state_secret: Option<String>,
+    /// ttlMs of the cacheable 2026 results (lists, resources/read, discover).
+    #[arg(long, global = true, default_value_t = 0)]
+    ttl_ms: u64,
     /// Exit at once with this code, before serving anything (fault tests).
     #[arg(long, global = true)]
     exit_at_start: Option<u8>,
     #[command(subcommand)]
     transport: Option<Transport>,
+}
+
+fn parse_era(s: &str) -> Result<Era, String> {
+    s.parse()
 }
 
 #[derive(Subcommand)]
@@ -71,6 +92,9 @@ async fn main() -> ExitCode {
     let mut config = FixtureConfig {
         name: cli.name,
         page_size: cli.page_size,
+        era: cli.era,
+        state_secret: cli.state_secret,
+        ttl_ms: cli.ttl_ms,
         ..FixtureConfig::default()
     };
     let result = match cli.transport.unwrap_or(Transport::Stdio) {
