@@ -2,6 +2,7 @@
 session-era client (input_required bridged into elicitation) and by a 2026
 client (input_required passed through)."""
 
+import json
 import pathlib
 import subprocess
 import sys
@@ -72,3 +73,40 @@ async def test_a_2026_client_gets_the_upstreams_input_required_passed_through(mo
             with anyio.fail_after(10):
                 event = await sub.__anext__()
             assert "ToolsListChanged" in type(event).__name__, event
+
+
+async def test_param_headers_are_sent_upstream_and_checked_downstream(modern_gateway):
+    # A legacy client: the gateway sends Mcp-Param-Region to the 2026 upstream, which requires it.
+    async with Client(modern_gateway, mode="legacy") as c:
+        r = await c.call_tool("modern__routed", {"region": "eu-west1", "query": "q"})
+        assert not r.is_error, r
+        assert r.content[0].text == "eu-west1:q"
+    # A 2026 client sends it itself; the gateway checks it.
+    async with Client(modern_gateway, mode="2026-07-28") as c:
+        tools = {t.name: t for t in (await c.list_tools()).tools}
+        r = await c.call_tool("modern__routed", {"region": "us-east1", "query": "q"})
+        assert r.content[0].text == "us-east1:q"
+    import urllib.error
+    import urllib.request
+
+    meta = {
+        "io.modelcontextprotocol/protocolVersion": "2026-07-28",
+        "io.modelcontextprotocol/clientCapabilities": {},
+    }
+    body = {"jsonrpc": "2.0", "id": 1, "method": "tools/call",
+            "params": {"name": "modern__routed", "arguments": {"region": "us-east1", "query": "q"}, "_meta": meta}}
+    base = {"content-type": "application/json", "accept": "application/json, text/event-stream",
+            "mcp-protocol-version": "2026-07-28", "mcp-method": "tools/call", "mcp-name": "modern__routed"}
+
+    def post(headers):
+        req = urllib.request.Request(modern_gateway, data=json.dumps(body).encode(), headers=headers, method="POST")
+        try:
+            with urllib.request.urlopen(req, timeout=10) as resp:
+                return resp.status, json.loads(resp.read())
+        except urllib.error.HTTPError as e:
+            return e.code, json.loads(e.read())
+
+    status, answer = await anyio.to_thread.run_sync(post, {**base, "mcp-param-region": "elsewhere"})
+    assert status == 400 and answer["error"]["code"] == -32020, answer
+    status, answer = await anyio.to_thread.run_sync(post, base)
+    assert status == 400 and "missing" in answer["error"]["message"], answer

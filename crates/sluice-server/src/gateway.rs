@@ -698,6 +698,9 @@ impl Gateway {
         let modern_upstream = up.info().is_some_and(|i| i.is_modern());
         if modern_upstream {
             ctx.client_caps = Some(Arc::new(sess.client_capabilities.clone()));
+            if method == "tools/call" {
+                ctx.headers = self.param_headers_for(up, &params).await;
+            }
         }
         let (tx, mut rx) = mpsc::unbounded_channel();
         ctx.related = Some(tx);
@@ -1196,6 +1199,58 @@ impl Gateway {
     }
 
     // ----- routing ----------------------------------------------------------
+
+    /// The `Mcp-Param-*` headers a 2026 upstream expects for a call, from the
+    /// `x-mcp-header` annotations of its tool.
+    async fn param_headers_for(
+        &self,
+        up: &Upstream,
+        params: &Map<String, Value>,
+    ) -> Vec<(String, String)> {
+        let Some(name) = params.get("name").and_then(Value::as_str) else {
+            return Vec::new();
+        };
+        let list = match self.cached_tools(up.index) {
+            Some(l) => l,
+            None => match self.upstream_list(up.index, Kind::Tools).await {
+                Ok(l) => l,
+                Err(_) => return Vec::new(),
+            },
+        };
+        let Some(tool) = list
+            .iter()
+            .find(|t| t.get("name").and_then(Value::as_str) == Some(name))
+        else {
+            return Vec::new();
+        };
+        let args = params.get("arguments").and_then(Value::as_object);
+        crate::modern::param_headers(tool)
+            .into_iter()
+            .filter_map(|(h, arg)| {
+                let v = args?.get(&arg)?;
+                let text = match v {
+                    Value::String(s) => s.clone(),
+                    Value::Bool(_) | Value::Number(_) => v.to_string(),
+                    _ => return None,
+                };
+                Some((
+                    format!("Mcp-Param-{h}"),
+                    sluice_upstream::modern::encode_header_value(&text),
+                ))
+            })
+            .collect()
+    }
+
+    /// The definition of an exposed tool, as its server listed it.
+    pub(crate) fn tool_definition(&self, exposed: &str) -> Option<(usize, Value)> {
+        let (u, name) = self.lookup_name(Kind::Tools, exposed)?;
+        let list = self.cached_tools(u)?;
+        let def = list
+            .iter()
+            .find(|t| t.get("name").and_then(Value::as_str) == Some(name.as_str()))?
+            .clone();
+        Some((u, def))
+    }
 
     fn lookup_name(&self, kind: Kind, exposed: &str) -> Option<(usize, String)> {
         self.caches.iter().enumerate().find_map(|(u, c)| {

@@ -78,6 +78,102 @@ fn single_header<'a>(headers: &'a HeaderMap, name: &str) -> Result<Option<&'a st
     Ok(first.map(|v| v.to_str().unwrap_or("\u{0}").trim_matches([' ', '\t'])))
 }
 
+/// The `x-mcp-header` annotations of a tool's top-level arguments: (header name, argument).
+pub(crate) fn param_headers(tool: &Value) -> Vec<(String, String)> {
+    let Some(Value::Object(props)) = tool.pointer("/inputSchema/properties") else {
+        return Vec::new();
+    };
+    props
+        .iter()
+        .filter_map(|(arg, schema)| {
+            let h = schema.get("x-mcp-header")?.as_str()?;
+            let valid = !h.is_empty()
+                && h.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
+            valid.then(|| (h.to_string(), arg.clone()))
+        })
+        .collect()
+}
+
+/// A primitive argument as its header carries it.
+fn header_form(v: &Value) -> Option<String> {
+    match v {
+        Value::String(s) => Some(s.clone()),
+        Value::Bool(b) => Some(b.to_string()),
+        Value::Number(n) if n.is_i64() || n.is_u64() => Some(n.to_string()),
+        Value::Number(n) => n
+            .as_f64()
+            .filter(|f| f.fract() == 0.0)
+            .map(|f| (f as i64).to_string()),
+        _ => None,
+    }
+}
+
+/// `Mcp-Param-*` headers must mirror the arguments their tool annotates with
+/// `x-mcp-header`: present exactly when the argument is, and equal to it.
+fn check_param_headers(
+    gw: &Gateway,
+    headers: &HeaderMap,
+    params: &Map<String, Value>,
+) -> Result<(), RpcError> {
+    let Some(name) = params.get("name").and_then(Value::as_str) else {
+        return Ok(());
+    };
+    // An unknown tool is not checked here; the call itself will say it is unknown.
+    let Some((_, tool)) = gw.tool_definition(name) else {
+        return Ok(());
+    };
+    let args = params.get("arguments").and_then(Value::as_object);
+    for (h, arg) in param_headers(&tool) {
+        let header = format!("mcp-param-{}", h.to_ascii_lowercase());
+        let sent = single_header(headers, &header)?;
+        let value = args.and_then(|a| a.get(&arg)).filter(|v| !v.is_null());
+        match (sent, value) {
+            (None, None) => {}
+            (Some(_), None) => {
+                return Err(RpcError::new(
+                    HEADER_MISMATCH,
+                    format!(
+                        "Mcp-Param-{h} header is present but the request body has no '{arg}' argument"
+                    ),
+                ));
+            }
+            (None, Some(_)) => {
+                return Err(RpcError::new(
+                    HEADER_MISMATCH,
+                    format!(
+                        "Mcp-Param-{h} header is missing but the request body's '{arg}' argument is present"
+                    ),
+                ));
+            }
+            (Some(s), Some(v)) => {
+                let decoded = decode_header_value(s).ok_or_else(|| {
+                    RpcError::new(
+                        HEADER_MISMATCH,
+                        format!("Mcp-Param-{h} header carries a malformed base64 sentinel value"),
+                    )
+                })?;
+                let matches = match (header_form(v), v) {
+                    (Some(expected), Value::Number(n)) => {
+                        decoded.parse::<f64>().ok() == n.as_f64() || decoded == expected
+                    }
+                    (Some(expected), _) => decoded == expected,
+                    (None, _) => true,
+                };
+                if !matches {
+                    return Err(RpcError::new(
+                        HEADER_MISMATCH,
+                        format!(
+                            "Mcp-Param-{h} header does not match the request body's '{arg}' argument"
+                        ),
+                    ));
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Decodes `=?base64?…?=` (strict, canonical padding, UTF-8); other values are literal.
 fn decode_header_value(v: &str) -> Option<String> {
     match v
@@ -480,6 +576,11 @@ fn invalid_state(reason: &str) -> RpcError {
 /// this one request (or resumed, for a retry carrying `requestState`).
 async fn call(gw: &Arc<Gateway>, req: Request, mut env: Envelope, headers: &HeaderMap) -> Response {
     let method = req.method.clone();
+    if method == "tools/call"
+        && let Err(e) = check_param_headers(gw, headers, &env.params)
+    {
+        return error(Some(&req.id), e);
+    }
     let target = env
         .params
         .get(if method == "resources/read" {

@@ -105,6 +105,15 @@ impl HttpConn {
         body: String,
         route: Option<(&str, Option<&str>)>,
     ) -> reqwest::RequestBuilder {
+        self.request_builder_with(body, route, &[])
+    }
+
+    fn request_builder_with(
+        &self,
+        body: String,
+        route: Option<(&str, Option<&str>)>,
+        extra: &[(String, String)],
+    ) -> reqwest::RequestBuilder {
         let rb = self
             .client
             .post(&self.url)
@@ -118,6 +127,9 @@ impl HttpConn {
                     .header(header::METHOD, method);
                 if let Some(name) = params.and_then(|p| crate::modern::name_header(method, p)) {
                     rb = rb.header(header::NAME, name);
+                }
+                for (k, v) in extra {
+                    rb = rb.header(k.as_str(), v.as_str());
                 }
                 rb
             }
@@ -149,7 +161,17 @@ impl HttpConn {
         route: Option<(&str, Option<&str>)>,
         timeout: Duration,
     ) -> Result<reqwest::Response, UpstreamError> {
-        let fut = self.request_builder(body, route).send();
+        self.post_with(body, route, &[], timeout).await
+    }
+
+    async fn post_with(
+        &self,
+        body: String,
+        route: Option<(&str, Option<&str>)>,
+        extra: &[(String, String)],
+        timeout: Duration,
+    ) -> Result<reqwest::Response, UpstreamError> {
+        let fut = self.request_builder_with(body, route, extra).send();
         match tokio::time::timeout(timeout, fut).await {
             Err(_) => Err(UpstreamError::Timeout(timeout)),
             Ok(Err(e)) if e.is_connect() => Err(UpstreamError::Unavailable(format!(
@@ -181,7 +203,7 @@ impl HttpConn {
             };
             let work = async {
                 let resp = self
-                    .post_routed(body, Some((method, params)), ctx.timeout)
+                    .post_with(body, Some((method, params)), &ctx.headers, ctx.timeout)
                     .await?;
                 let status = resp.status().as_u16();
                 if status == 404

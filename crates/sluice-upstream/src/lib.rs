@@ -77,12 +77,15 @@ pub struct CallCtx {
     /// The capabilities of the client this call is for: a 2026-07-28
     /// upstream gets them in the request's envelope.
     pub client_caps: Option<std::sync::Arc<serde_json::Value>>,
+    /// Extra request headers for a 2026 HTTP upstream (`Mcp-Param-*`).
+    pub headers: Vec<(String, String)>,
 }
 
 impl CallCtx {
     pub fn new(timeout: Duration) -> Self {
         CallCtx {
             client_caps: None,
+            headers: Vec::new(),
             related: None,
             progress_token: None,
             timeout,

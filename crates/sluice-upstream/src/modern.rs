@@ -70,7 +70,7 @@ pub(crate) fn name_header(method: &str, params: &str) -> Option<String> {
 }
 
 /// Plain printable ASCII as it is; anything else as `=?base64?…?=`.
-pub(crate) fn encode_header_value(v: &str) -> String {
+pub fn encode_header_value(v: &str) -> String {
     let printable = v.bytes().all(|b| (0x20..=0x7e).contains(&b));
     let padded = v.starts_with([' ', '\t']) || v.ends_with([' ', '\t']);
     let looks_encoded = v.starts_with("=?base64?") && v.ends_with("?=");

@@ -7,8 +7,11 @@ import json
 import socket
 import sys
 
+from typing import Annotated
+
 import anyio
 import uvicorn
+from pydantic import Field
 from mcp.server.caching import CacheHint
 from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.request_state import RequestStateSecurity
@@ -26,6 +29,12 @@ mcp = MCPServer(
 def echo(text: str) -> str:
     """Echoes the text."""
     return text
+
+
+@mcp.tool()
+def routed(region: Annotated[str, Field(json_schema_extra={"x-mcp-header": "Region"})], query: str) -> str:
+    """Answers from a region; the region travels in the Mcp-Param-Region header."""
+    return f"{region}:{query}"
 
 
 @mcp.tool()
