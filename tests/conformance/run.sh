@@ -12,6 +12,14 @@
 #   - @modelcontextprotocol/conformance 0.2.0-alpha.12  server --requirements 2025-11-25
 # Exit 0 if both pass, 1 if either reports a failure (or cannot run).
 #
+# Opt-in third run, the stateless revision (CONFORMANCE_2026=1):
+#   - @modelcontextprotocol/conformance 0.2.0-alpha.12  server --requirements 2026-07-28
+# It is judged by the suite's exit code, which counts only the scenarios
+# 2026-07-28 scores: its printed Total also counts the scenarios it runs but
+# never scores (the tasks-* extension, pending ones), so that Total may show
+# failures while the run passes. The script prints that Total and the scored
+# summary ("scored: N/M scenarios passed").
+#
 # Installs the suites and Node 22 from the committed package-lock.json with
 # `npm ci` when node_modules is missing or stale (needs npm on PATH).
 #
@@ -19,6 +27,8 @@
 #   CONFORMANCE_SUITE        0.1.16 suite: all (default), active or pending
 #   CONFORMANCE_REQUIREMENTS alpha requirements revision (default 2025-11-25)
 #   CONFORMANCE_TIMEOUT      seconds allowed for each suite run (default 600)
+#   CONFORMANCE_2026         1: also run the 2026-07-28 requirements (above);
+#                            only: run just that one
 #   CONFORMANCE_BASELINE_0_1_16, CONFORMANCE_BASELINE_ALPHA
 #                            optional --expected-failures YAML files; when set,
 #                            that suite is judged by its exit code
@@ -142,10 +152,56 @@ run_suite() {
     fi
 }
 
-run_suite "conformance-$STABLE_VERSION" "${CONFORMANCE_BASELINE_0_1_16:-}" \
-    "$SUITE_0_1_16" server --url "$URL" --suite "$SUITE"
-run_suite "conformance-$ALPHA_VERSION" "${CONFORMANCE_BASELINE_ALPHA:-}" \
-    "$SUITE_ALPHA" server --url "$URL" --requirements "$REQUIREMENTS"
+# run_2026: the alpha at --requirements 2026-07-28, judged by its exit code
+# (scored scenarios only); not added to the combined Total below.
+run_2026() {
+    local label="conformance-$ALPHA_VERSION (2026-07-28)"
+    local log="$WORK/conformance-2026.log"
+    echo "run.sh: === $label: server --url $URL --requirements 2026-07-28" >&2
+    (cd "$WORK" && timeout --kill-after=10 "$RUN_TIMEOUT" "$NODE_BIN/node" "$SUITE_ALPHA" \
+        server --url "$URL" --requirements 2026-07-28) >"$log" 2>&1
+    local rc=$?
+    sed -n '/=== SUMMARY ===/,$p' "$log" >&2
+    local total
+    total="$(grep -E '^Total: [0-9]+ passed, [0-9]+ failed' "$log" | tail -1)"
+    if [[ -z "$total" ]]; then
+        tail -40 "$log" >&2
+        [[ $rc -eq 124 || $rc -eq 137 ]] && echo "run.sh: $label timed out after ${RUN_TIMEOUT}s" >&2
+        SUMMARIES+=("$label: no summary (exit $rc)")
+        STATUS=1
+        return
+    fi
+    # Scenario lines of the summary, minus the "Not scored" block's names.
+    local scored
+    scored="$(awk '
+        /^=== SUMMARY ===/ { in_summary = 1; next }
+        /^Not scored for / { in_summary = 0; not_scored = 1; next }
+        in_summary && /^(✓|✗) [^:]+:/ {
+            name = $2; sub(/:$/, "", name); result[name] = ($1 == "✓") }
+        not_scored && /^  (✓|✗) / { skip[$2] = 1 }
+        END {
+            n = 0; ok = 0; bad = ""
+            for (s in result) if (!(s in skip)) { n++; if (result[s]) ok++; else bad = bad " " s }
+            printf "scored: %d/%d scenarios passed%s", ok, n, (bad == "" ? "" : ", failing:" bad)
+        }' "$log")"
+    SUMMARIES+=("$label: $total; $scored (exit $rc)")
+    if [[ $rc -ne 0 ]]; then
+        STATUS=1
+        grep -E '^\s+- |Error:|✗' "$log" | head -60 >&2
+    fi
+}
+
+if [[ "${CONFORMANCE_2026:-}" != "only" ]]; then
+    run_suite "conformance-$STABLE_VERSION" "${CONFORMANCE_BASELINE_0_1_16:-}" \
+        "$SUITE_0_1_16" server --url "$URL" --suite "$SUITE"
+    run_suite "conformance-$ALPHA_VERSION" "${CONFORMANCE_BASELINE_ALPHA:-}" \
+        "$SUITE_ALPHA" server --url "$URL" --requirements "$REQUIREMENTS"
+fi
+case "${CONFORMANCE_2026:-}" in
+    "" | 0) ;;
+    1 | only) run_2026 ;;
+    *) die "CONFORMANCE_2026 must be 1 or only" ;;
+esac
 
 echo
 for line in "${SUMMARIES[@]}"; do
@@ -154,5 +210,7 @@ done
 if [[ $STATUS -ne 0 ]]; then
     echo "run.sh: conformance FAILED against $URL" >&2
 fi
-echo "Total: $PASSED_TOTAL passed, $FAILED_TOTAL failed"
+if [[ "${CONFORMANCE_2026:-}" != "only" ]]; then
+    echo "Total: $PASSED_TOTAL passed, $FAILED_TOTAL failed"
+fi
 exit "$STATUS"

@@ -215,6 +215,45 @@ impl HttpFixture {
         self.exchange("POST", &headers, Some(body)).await
     }
 
+    /// A stateless (2026-07-28) POST with the routing headers a conforming
+    /// client sends, plus `extra` headers.
+    pub async fn modern(
+        &self,
+        id: Value,
+        method: &str,
+        params: Value,
+        extra: &[(&str, &str)],
+    ) -> HttpReply {
+        let body = modern_request(id, method, params);
+        let headers = modern_headers(&body, extra);
+        let headers: Vec<(&str, &str)> = headers
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        self.exchange("POST", &headers, Some(&body)).await
+    }
+
+    /// Open a POST whose answer is read as it arrives (an SSE stream).
+    pub async fn open(&self, headers: &[(&str, &str)], body: &Value) -> EventStream {
+        let body = serde_json::to_vec(body).expect("json");
+        let mut req = format!(
+            "POST /mcp HTTP/1.1\r\nHost: {}\r\nContent-Length: {}\r\n",
+            self.addr,
+            body.len()
+        );
+        for (k, v) in headers {
+            req.push_str(&format!("{k}: {v}\r\n"));
+        }
+        req.push_str("\r\n");
+        let mut stream = TcpStream::connect(&self.addr).await.expect("connect");
+        stream.write_all(req.as_bytes()).await.expect("write head");
+        stream.write_all(&body).await.expect("write body");
+        EventStream {
+            stream,
+            buf: String::new(),
+        }
+    }
+
     /// initialize + notifications/initialized; the session id.
     pub async fn initialize(&self, capabilities: Value) -> String {
         let reply = self
@@ -240,6 +279,88 @@ impl HttpFixture {
             .await;
         assert_eq!(ack.status, 202);
         session
+    }
+}
+
+/// The default 2026 request envelope.
+pub fn envelope(capabilities: Value) -> Value {
+    json!({
+        "io.modelcontextprotocol/protocolVersion": "2026-07-28",
+        "io.modelcontextprotocol/clientInfo": {"name": "sluice-testkit-tests", "version": "0"},
+        "io.modelcontextprotocol/clientCapabilities": capabilities,
+    })
+}
+
+/// A 2026 request: `params` plus the default envelope (kept if `params`
+/// has its own `_meta`).
+pub fn modern_request(id: Value, method: &str, mut params: Value) -> Value {
+    if params.get("_meta").is_none() {
+        params["_meta"] = envelope(json!({"elicitation": {}, "sampling": {}, "roots": {}}));
+    }
+    json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params})
+}
+
+/// The headers a 2026 client sends for `body`, then `extra` (an extra
+/// header replaces a default one of the same name).
+pub fn modern_headers(body: &Value, extra: &[(&str, &str)]) -> Vec<(String, String)> {
+    let mut headers: Vec<(String, String)> = vec![
+        ("Content-Type".into(), "application/json".into()),
+        (
+            "Accept".into(),
+            "application/json, text/event-stream".into(),
+        ),
+        ("MCP-Protocol-Version".into(), "2026-07-28".into()),
+        (
+            "Mcp-Method".into(),
+            body["method"].as_str().unwrap_or_default().into(),
+        ),
+    ];
+    let name = match body["method"].as_str() {
+        Some("tools/call" | "prompts/get") => body["params"]["name"].as_str(),
+        Some("resources/read") => body["params"]["uri"].as_str(),
+        _ => None,
+    };
+    if let Some(name) = name {
+        headers.push(("Mcp-Name".into(), name.into()));
+    }
+    for (k, v) in extra {
+        headers.retain(|(h, _)| !h.eq_ignore_ascii_case(k));
+        headers.push(((*k).into(), (*v).into()));
+    }
+    headers
+}
+
+/// An HTTP answer read as it arrives: the JSON messages of its `data:` lines.
+pub struct EventStream {
+    stream: TcpStream,
+    buf: String,
+}
+
+impl EventStream {
+    /// The next `data:` message, or None if none came within `wait` (or
+    /// the connection ended).
+    pub async fn next(&mut self, wait: Duration) -> Option<Value> {
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            while let Some(end) = self.buf.find('\n') {
+                let line: String = self.buf.drain(..=end).collect();
+                if let Some(data) = line.trim_end().strip_prefix("data:") {
+                    let data = data.trim();
+                    if !data.is_empty() {
+                        return Some(serde_json::from_str(data).expect("data is JSON"));
+                    }
+                }
+            }
+            let mut chunk = [0u8; 4096];
+            let n = tokio::time::timeout_at(deadline, self.stream.read(&mut chunk))
+                .await
+                .ok()?
+                .expect("read");
+            if n == 0 {
+                return None;
+            }
+            self.buf.push_str(&String::from_utf8_lossy(&chunk[..n]));
+        }
     }
 }
 
