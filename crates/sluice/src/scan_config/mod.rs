@@ -260,10 +260,11 @@ async fn collect_all(
                     let c = collect::collect(index, server, args.timeout, env).await;
                     let outcome = match (&c.offer, c.errors.first()) {
                         (Some(o), None) => format!(
-                            "ok, {} tool(s), {} prompt(s), {} resource(s) in {}",
+                            "ok, {} tool(s), {} prompt(s), {} resource(s), {} template(s) in {}",
                             o.tools.len(),
                             o.prompts.len(),
-                            o.resources.len() + o.resource_templates.len(),
+                            o.resources.len(),
+                            o.resource_templates.len(),
                             report::human_short(c.elapsed)
                         ),
                         (Some(_), Some(e)) => format!("incomplete: {}", report::safe(e, 200)),
