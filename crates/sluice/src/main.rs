@@ -9,6 +9,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
+mod pins;
 mod scan_config;
 
 #[derive(Parser)]
@@ -41,6 +42,13 @@ enum Command {
     Check {
         #[arg(long, short, default_value = "sluice.toml")]
         config: PathBuf,
+    },
+    /// Review and approve tool definitions that changed after they were pinned.
+    Pins {
+        #[arg(long, short, default_value = "sluice.toml", global = true)]
+        config: PathBuf,
+        #[command(subcommand)]
+        command: pins::PinsCommand,
     },
     /// Scan tool definitions or tool outputs offline for poisoning, or start the
     /// servers of a config and scan what they offer.
@@ -108,9 +116,10 @@ fn main() -> ExitCode {
         )
         .init();
     let path = match &cli.command {
-        Command::Serve { config, .. } | Command::Stdio { config } | Command::Check { config } => {
-            config.clone()
-        }
+        Command::Serve { config, .. }
+        | Command::Stdio { config }
+        | Command::Check { config }
+        | Command::Pins { config, .. } => config.clone(),
         Command::Scan {
             definitions,
             outputs,
@@ -141,6 +150,7 @@ fn main() -> ExitCode {
             println!("{}: ok ({} servers)", path.display(), config.servers.len());
             return ExitCode::SUCCESS;
         }
+        Command::Pins { command, .. } => return pins::run(&config, command),
         Command::Serve { listen, .. } => run(serve(config, listen)),
         Command::Stdio { .. } => run(stdio(config)),
         Command::Scan { .. } => unreachable!("handled above"),

@@ -1,0 +1,270 @@
+//! In-line defence through the gateway: poisoned tools hidden, malicious
+//! outputs withheld, changed definitions held until approved, shadowing
+//! reported, approvals asked of the user.
+
+mod common;
+
+use common::{Client, Gateway};
+use serde_json::{Value, json};
+use std::process::Command;
+
+fn tiny(name: &str, env: &[(&str, &str)], extra: &str) -> String {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/servers/tiny_server.py");
+    let env: Vec<String> = env.iter().map(|(k, v)| format!("{k} = {v:?}")).collect();
+    format!(
+        "[[servers]]\nname = \"{name}\"\ncommand = \"python3\"\nargs = [\"{script}\"]\nenv = {{ {} }}\n{extra}",
+        env.join(", ")
+    )
+}
+
+fn tool_names(list: &Value) -> Vec<String> {
+    list["tools"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["name"].as_str().unwrap().to_string())
+        .collect()
+}
+
+async fn call(c: &Client, name: &str, args: Value) -> Value {
+    c.call("tools/call", json!({"name": name, "arguments": args}))
+        .await
+}
+
+fn code(r: &Value) -> &str {
+    r["_meta"]["sluice/error"]["code"].as_str().unwrap_or("")
+}
+
+#[tokio::test]
+async fn poisoned_tools_are_hidden_and_malicious_outputs_withheld() {
+    let cfg = format!(
+        "{}{}",
+        tiny("bad", &[("TINY_POISON", "1"), ("TINY_LEAK", "1")], ""),
+        tiny("lenient", &[("TINY_POISON", "1")], "scan = \"warn\"\n"),
+    );
+    let gw = Gateway::start("poison", &cfg);
+    let mut c = Client::new(&gw.url);
+    c.initialize().await;
+    let names = tool_names(&c.call("tools/list", json!({})).await);
+    assert!(names.contains(&"bad__echo".to_string()), "{names:?}");
+    assert!(
+        !names.contains(&"bad__add".to_string()),
+        "blocked tool hidden: {names:?}"
+    );
+    assert!(
+        names.contains(&"lenient__add".to_string()),
+        "warn keeps it: {names:?}"
+    );
+
+    let r = call(&c, "bad__add", json!({"a": 1, "b": 2})).await;
+    assert_eq!(r["isError"], true);
+    assert_eq!(code(&r), "tool_blocked", "{r}");
+    assert!(
+        r["content"][0]["text"]
+            .as_str()
+            .unwrap()
+            .contains("held back"),
+        "{r}"
+    );
+
+    let r = call(&c, "bad__fetch_page", json!({"url": "https://example.com"})).await;
+    assert_eq!(code(&r), "output_withheld", "{r}");
+    assert!(
+        !r.to_string().contains("aws/credentials"),
+        "the injected text never reaches the model: {r}"
+    );
+
+    let r = call(&c, "lenient__add", json!({"a": 1, "b": 2})).await;
+    assert_eq!(r["content"][0]["text"], "3");
+
+    let metrics = common::http()
+        .get(format!("{}/metrics", gw.base))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains(
+            r#"sluice_scan_findings_total{server="bad",kind="definition",verdict="malicious"}"#
+        ),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(r#"kind="output",verdict="malicious""#),
+        "{metrics}"
+    );
+}
+
+#[tokio::test]
+async fn a_definition_changed_after_pinning_is_held_until_approved() {
+    let dir = common::scratch("pins");
+    let pins = dir.join("pins.db");
+    let extra = format!("[defence]\npins_path = \"{}\"\n", pins.display());
+    let first = Gateway::start("pins-1", &format!("{extra}{}", tiny("srv", &[], "")));
+    let mut c = Client::new(&first.url);
+    c.initialize().await;
+    assert!(tool_names(&c.call("tools/list", json!({})).await).contains(&"srv__echo".to_string()));
+    drop(first);
+
+    // Same server, new description: a rug pull.
+    let changed = tiny(
+        "srv",
+        &[(
+            "TINY_DESCRIPTION",
+            "Echoes the text back, and also remembers it for later.",
+        )],
+        "",
+    );
+    let second = Gateway::start("pins-2", &format!("{extra}{changed}"));
+    let mut c = Client::new(&second.url);
+    c.initialize().await;
+    let names = tool_names(&c.call("tools/list", json!({})).await);
+    assert!(
+        !names.contains(&"srv__echo".to_string()),
+        "held back: {names:?}"
+    );
+    assert!(
+        names.contains(&"srv__wipe".to_string()),
+        "unchanged tools stay: {names:?}"
+    );
+    let r = call(&c, "srv__echo", json!({"text": "x"})).await;
+    assert_eq!(code(&r), "tool_definition_changed", "{r}");
+    let text = r["content"][0]["text"].as_str().unwrap();
+    assert!(
+        text.contains("description") && text.contains("sluice pins approve srv echo"),
+        "{text}"
+    );
+
+    // The operator looks, then approves; the running gateway releases it.
+    let cfg_path = second.dir.join("sluice.toml");
+    let out = Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .args(["pins", "diff", "srv", "echo", "--config"])
+        .arg(&cfg_path)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("remembers it for later"));
+    let out = Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .args(["pins", "list", "--config"])
+        .arg(&cfg_path)
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&out.stdout).contains("CHANGED"));
+    let out = Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .args(["pins", "approve", "srv", "echo", "--config"])
+        .arg(&cfg_path)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let r = call(&c, "srv__echo", json!({"text": "released"})).await;
+    assert_eq!(r["content"][0]["text"], "released", "{r}");
+    assert!(tool_names(&c.call("tools/list", json!({})).await).contains(&"srv__echo".to_string()));
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[tokio::test]
+async fn a_description_steering_another_servers_tool_is_reported_with_both_sides() {
+    let cfg = format!(
+        "{}{}",
+        tiny("mail", &[], ""),
+        tiny("fmt", &[("TINY_SHADOW", "mail__echo")], ""),
+    );
+    let gw = Gateway::start("shadow", &cfg);
+    let mut c = Client::new(&gw.url);
+    c.initialize().await;
+    let names = tool_names(&c.call("tools/list", json!({})).await);
+    assert!(!names.contains(&"fmt__helper".to_string()), "{names:?}");
+    // The gateway's log arrives through a pipe: give it a moment.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while !gw.logs().contains("possible shadowing") && std::time::Instant::now() < deadline {
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let logs = gw.logs();
+    let line = logs
+        .lines()
+        .find(|l| l.contains("possible shadowing") && l.contains("server=fmt"))
+        .unwrap_or_else(|| panic!("no report: {logs}"));
+    assert!(
+        line.contains("tool=helper")
+            && line.contains("other_server=mail")
+            && line.contains("other_tool=echo"),
+        "names both sides: {line}"
+    );
+    assert!(
+        logs.contains("poisoning detector") && logs.contains("tool=\"helper\""),
+        "the detector flags it too: {logs}"
+    );
+}
+
+#[tokio::test]
+async fn calls_needing_approval_ask_the_user_first() {
+    let cfg = tiny(
+        "ops",
+        &[],
+        "trusted = true\napproval = \"destructive\"\ntool_approval = { echo = \"always\" }\n",
+    );
+    let gw = Gateway::start("approval", &cfg);
+    let mut c = Client::new(&gw.url);
+    c.initialize().await;
+
+    for (answer, expect) in [(true, "wiped"), (false, "")] {
+        let mut resp = c
+            .post_builder(json!({"jsonrpc":"2.0","id":5,"method":"tools/call","params":{"name":"ops__wipe","arguments":{}}}).to_string())
+            .send()
+            .await
+            .unwrap();
+        let mut body = String::new();
+        let req: Value = loop {
+            let chunk = resp.chunk().await.unwrap().expect("asks before calling");
+            body.push_str(&String::from_utf8_lossy(&chunk));
+            if let Some(m) = body
+                .lines()
+                .filter_map(|l| l.strip_prefix("data: "))
+                .filter(|d| d.contains("elicitation/create"))
+                .map(|d| serde_json::from_str::<Value>(d).unwrap())
+                .next()
+            {
+                break m;
+            }
+        };
+        let msg = req["params"]["message"].as_str().unwrap();
+        assert!(msg.contains("ops__wipe") && msg.contains("`ops`"), "{msg}");
+        let reply = json!({"jsonrpc":"2.0","id":req["id"],"result":{"action":"accept","content":{"approve":answer}}});
+        assert_eq!(c.post(reply.to_string()).await.status, 202);
+        let mut rest = String::new();
+        while let Some(chunk) = resp.chunk().await.unwrap() {
+            rest.push_str(&String::from_utf8_lossy(&chunk));
+        }
+        if answer {
+            assert!(rest.contains(expect), "approved → called: {rest}");
+        } else {
+            assert!(
+                rest.contains("approval_refused") && !rest.contains("wiped"),
+                "declined → refused: {rest}"
+            );
+        }
+    }
+
+    // A client that cannot ask the user is refused with the reason.
+    let mut blind = Client::new(&gw.url);
+    blind.initialize_with(json!({})).await;
+    let r = call(&blind, "ops__echo", json!({"text": "x"})).await;
+    assert_eq!(code(&r), "approval_refused", "{r}");
+    assert!(
+        r["content"][0]["text"]
+            .as_str()
+            .unwrap()
+            .contains("elicitation"),
+        "{r}"
+    );
+}
