@@ -16,6 +16,8 @@
 #   CONTEXTFORGE_PYTHON       default python3.11 (1.1.0 declares >= 3.12; installed with --ignore-requires-python)
 #   CONTEXTFORGE_WORKERS      uvicorn workers, default: number of cores
 #   CONTEXTFORGE_CONCURRENCY  concurrency levels to run it at, default 1,16,64
+#   CONTEXTFORGE_DURATION     measured time per run, default 15s (its calls take
+#                             seconds each at c=64; a short window would hold few)
 set -euo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -142,6 +144,7 @@ PY
     echo "tool=$tool_name"
     echo "pgid=$pid"
     echo "concurrency=${CONTEXTFORGE_CONCURRENCY:-1,16,64}"
+    echo "duration=${CONTEXTFORGE_DURATION:-15s}"
     echo "ready"
 }
 

@@ -224,7 +224,7 @@ pub async fn run(
 }
 
 /// One client: a session, then calls back to back. Returns the latencies
-/// (ns) of the successful calls that started and ended inside the measured phase.
+/// (ns) of the successful calls that ended inside the measured phase.
 async fn client_loop(target: Arc<Target>, shared: Arc<Shared>, spec: LoadSpec) -> Vec<u64> {
     let mut client = Client::new(target);
     let mut samples = Vec::new();
@@ -272,20 +272,25 @@ async fn client_loop(target: Arc<Target>, shared: Arc<Shared>, spec: LoadSpec) -
         )
         .await;
         let ns = t0.elapsed().as_nanos() as u64;
-        let still = shared.measuring.load(Ordering::Acquire);
+        // A call counts if it ended inside the measured phase (closed-loop
+        // throughput: completions per second of the window, so a gateway
+        // whose calls outlast the window is not shown as doing nothing); in
+        // call-count mode it must also have started inside it.
+        let counted =
+            shared.measuring.load(Ordering::Acquire) && (measured || spec.calls.is_none());
         match r {
             Ok(Ok(())) => {
-                if measured && still {
+                if counted {
                     samples.push(ns);
                 }
             }
             Ok(Err(e)) => {
-                if measured && still {
+                if counted {
                     shared.error(&e);
                 }
             }
             Err(_) => {
-                if measured && still {
+                if counted {
                     shared.error(&anyhow::anyhow!(
                         "tools/call timed out after {:?}",
                         spec.call_timeout

@@ -59,7 +59,7 @@ pub struct AllArgs {
     pub redis_url: Option<String>,
     /// A script that puts another gateway in front of the fixture: run as
     /// `SCRIPT start UPSTREAM_URL`, it prints `key=value` lines (name, url,
-    /// pgid or pid, tool, header (repeatable), concurrency) and then `ready`,
+    /// pgid or pid, tool, header (repeatable), concurrency, duration) and then `ready`,
     /// leaving the gateway running in its own process group, which the
     /// harness stops afterwards. Repeatable. See bench/contextforge.sh.
     #[arg(long)]
@@ -190,6 +190,8 @@ struct External {
     probe: Option<Probe>,
     pgid: Option<u32>,
     concurrency: Option<Vec<usize>>,
+    /// Measured time per run, when the gateway needs longer than the default.
+    duration: Option<Duration>,
 }
 
 impl External {
@@ -220,6 +222,7 @@ impl External {
             probe: None,
             pgid: None,
             concurrency: None,
+            duration: None,
         };
         let mut ready = false;
         let read = async {
@@ -243,6 +246,9 @@ impl External {
                         ext.probe = Some(Probe::Group(g));
                     }
                     "pid" => ext.probe = Some(Probe::Pid(v.parse()?)),
+                    "duration" => {
+                        ext.duration = Some(crate::parse_duration(v).map_err(|e| anyhow!(e))?)
+                    }
                     "concurrency" => {
                         ext.concurrency = Some(
                             v.split(',')
@@ -297,6 +303,8 @@ struct Scenario {
     failure: Option<String>,
     /// The upstream's `slow` tool under this scenario's naming (none for externals).
     slow_tool: Option<String>,
+    /// Overrides `--duration` for this scenario.
+    duration: Option<Duration>,
 }
 
 /// A gateway config with one server `fx`; `sessions` are the `[sessions]`
@@ -436,6 +444,7 @@ pub async fn all(a: AllArgs) -> anyhow::Result<()> {
                     concurrency: None,
                     failure: None,
                     slow_tool: Some(tool.replace("noop", "slow")),
+                    duration: None,
                 })
             };
         if wanted("direct") {
@@ -597,6 +606,7 @@ pub async fn all(a: AllArgs) -> anyhow::Result<()> {
                         concurrency: ext.concurrency.clone(),
                         failure: None,
                         slow_tool: None,
+                        duration: ext.duration,
                     });
                     externals.push(ext);
                 }
@@ -667,7 +677,10 @@ pub async fn all(a: AllArgs) -> anyhow::Result<()> {
                     k += 1;
                     if row.failure.is_none() {
                         eprint!("{} c={c} … ", row.label);
-                        let spec = a.spec.spec(c, tool, args);
+                        let mut spec = a.spec.spec(c, tool, args);
+                        if let Some(d) = sc.duration {
+                            spec.duration = d;
+                        }
                         match load::run(sc.target.clone(), &spec, sc.gw, sc.up).await {
                             Ok(r) => {
                                 eprintln!(

@@ -54,6 +54,7 @@ fn find<'a>(rows: &'a [Row], role: Role, like: &Row) -> Option<&'a LoadResult> {
     rows.iter()
         .find(|r| r.role == role && r.concurrency == like.concurrency && r.group == like.group)
         .and_then(|r| r.result.as_ref())
+        .filter(|r| r.calls > 0)
 }
 
 /// Gateway CPU per call of `r` over the bare proxy's at the same concurrency.
@@ -66,7 +67,7 @@ pub fn cpu_vs_proxy(rows: &[Row], r: &Row) -> Option<f64> {
 /// p50 of `r` minus direct's p50 at the same concurrency, µs.
 pub fn added_p50_us(rows: &[Row], r: &Row) -> Option<f64> {
     let d = find(rows, Role::Direct, r)?;
-    let g = r.result.as_ref()?;
+    let g = r.result.as_ref().filter(|g| g.calls > 0)?;
     Some((g.latency.p50 as f64 - d.latency.p50 as f64) / 1000.0)
 }
 
@@ -90,15 +91,24 @@ pub fn render(rows: &[Row]) -> String {
 
 /// One row; ratio columns use the direct and proxy rows found in `rows`.
 pub fn render_row(rows: &[Row], row: &Row) -> String {
-    let Some(r) = &row.result else {
+    let failure = match &row.result {
+        Some(r) if r.calls == 0 => Some(format!(
+            "no call completed in {:.0} s ({} errors{})",
+            r.elapsed.as_secs_f64(),
+            r.errors,
+            r.first_error
+                .as_deref()
+                .map(|e| format!(": {e}"))
+                .unwrap_or_default()
+        )),
+        _ => row.failure.clone(),
+    };
+    let Some(r) = row.result.as_ref().filter(|r| r.calls > 0) else {
         return format!(
             "| {} | {} | failed: {} | | | | | | | | | | | | | |",
             row.label,
             row.concurrency,
-            row.failure
-                .as_deref()
-                .unwrap_or("no result")
-                .replace('|', "/")
+            failure.as_deref().unwrap_or("no result").replace('|', "/")
         );
     };
     let ratio =
@@ -195,5 +205,15 @@ mod tests {
         let text = render(&rows);
         assert!(text.contains("| sluice | 1 | 5000 | 180 |"), "{text}");
         assert!(text.contains("| 2.00× | +80 | 50% |"), "{text}");
+
+        // A run in which no call completed is a failure, not a zero row.
+        let mut stuck = row("stuck", Role::Gateway, 1, 0, 0, 10);
+        stuck.result.as_mut().unwrap().errors = 3;
+        assert!(
+            render_row(&rows, &stuck).contains("failed: no call completed in 1 s (3 errors)"),
+            "{}",
+            render_row(&rows, &stuck)
+        );
+        assert_eq!(added_p50_us(&rows, &stuck), None);
     }
 }
