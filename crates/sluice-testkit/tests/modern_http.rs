@@ -363,6 +363,16 @@ async fn input_required_rounds() {
     .await;
     assert_eq!(done["resultType"], "complete");
     assert_eq!(done["content"][0]["text"], "Hello, Alice!");
+    // A state is good for one retry.
+    let r = fx
+        .modern(
+            json!(20),
+            "tools/call",
+            json!({"name": name, "arguments": {}, "inputResponses": answer, "requestState": state}),
+            &[],
+        )
+        .await;
+    assert_error(&r, 400, -32602, json!(20));
 
     // Tampered state: -32602, HTTP 400.
     let r = fx
@@ -636,6 +646,33 @@ async fn subscriptions_listen_delivers_only_what_was_asked() {
     let change = prompts.next(wait).await.expect("prompts change");
     assert_eq!(change["method"], "notifications/prompts/list_changed");
     assert!(tools.next(Duration::from_millis(300)).await.is_none());
+
+    // Without sessions, dynamic_tool is toggled for every stateless request.
+    let listed = |v: &Value| {
+        v["result"]["tools"]
+            .as_array()
+            .is_some_and(|t| t.iter().any(|t| t["name"] == "dynamic_tool"))
+    };
+    assert!(!listed(
+        &fx.modern(json!(3), "tools/list", json!({}), &[])
+            .await
+            .json()
+    ));
+    call(
+        &fx,
+        4,
+        json!({"name": "toggle_dynamic_tool", "arguments": {}}),
+    )
+    .await;
+    let change = tools.next(wait).await.expect("tools change");
+    assert_eq!(change["method"], "notifications/tools/list_changed");
+    assert!(listed(
+        &fx.modern(json!(5), "tools/list", json!({}), &[])
+            .await
+            .json()
+    ));
+    let r = call(&fx, 6, json!({"name": "dynamic_tool", "arguments": {}})).await;
+    assert_eq!(r["content"][0]["text"], "dynamic tool called");
 }
 
 #[tokio::test]
