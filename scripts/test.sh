@@ -81,6 +81,7 @@ cat >"$CONF_DIR/sluice.toml" <<TOML
 name = "fixture"
 prefix = ""
 command = "$BIN/sluice-fixture"
+args = ["--era", "legacy"]
 TOML
 "$BIN/sluice" serve --config "$CONF_DIR/sluice.toml" --listen 127.0.0.1:0 2>"$CONF_DIR/gateway.log" &
 GW_PID=$!
@@ -97,6 +98,34 @@ if [[ -n "$URL" ]]; then
 else
     echo "gateway did not start:"; cat "$CONF_DIR/gateway.log"
     record "conformance (through the gateway)" 1
+fi
+kill "$GW_PID" 2>/dev/null; wait "$GW_PID" 2>/dev/null
+
+step "conformance 2025-11-25 through the gateway to a 2026-only upstream (era bridging)"
+cat >"$CONF_DIR/sluice-bridge.toml" <<TOML
+[sessions]
+store = "memory"
+[[servers]]
+name = "fixture"
+prefix = ""
+command = "$BIN/sluice-fixture"
+args = ["--era", "modern"]
+TOML
+"$BIN/sluice" serve --config "$CONF_DIR/sluice-bridge.toml" --listen 127.0.0.1:0 2>"$CONF_DIR/gateway-bridge.log" &
+GW_PID=$!
+URL=""
+for _ in $(seq 1 300); do
+    URL="$(sed -n 's/^sluice listening on //p' "$CONF_DIR/gateway-bridge.log" | head -1)"
+    [[ -n "$URL" ]] && break
+    kill -0 "$GW_PID" 2>/dev/null || break
+    sleep 0.1
+done
+if [[ -n "$URL" ]]; then
+    bash tests/conformance/run.sh "$URL"
+    record "conformance 2025 clients to a 2026 upstream (through the gateway)" $?
+else
+    echo "gateway did not start:"; cat "$CONF_DIR/gateway-bridge.log"
+    record "conformance 2025 clients to a 2026 upstream (through the gateway)" 1
 fi
 kill "$GW_PID" 2>/dev/null; wait "$GW_PID" 2>/dev/null
 

@@ -51,12 +51,11 @@ async def test_auto_mode_discovers_the_2026_revision(gateway_url):
 async def test_a_subscription_receives_list_changed(gateway_url):
     async with Client(gateway_url, mode="2026-07-28") as c:
         async with c.listen(tools_list_changed=True) as sub:
-            await c.call_tool("remote__toggle_dynamic_tool", {})
+            # The fixture speaks 2026 too: the gateway hears it on its own listen stream.
+            await c.call_tool("remote__test_trigger_tool_change", {})
             with anyio.fail_after(10):
                 event = await sub.__anext__()
             assert "ToolsListChanged" in type(event).__name__, event
-        # Put the fixture back for other tests.
-        await c.call_tool("remote__toggle_dynamic_tool", {})
 
 
 async def test_an_upstream_elicitation_becomes_an_input_required_round_trip(gateway_url):

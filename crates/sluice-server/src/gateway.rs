@@ -516,6 +516,29 @@ impl Gateway {
             );
         };
         let up = &self.upstream_for(sess, self.route_uri(&uri).await?).await?;
+        // 2026 servers have no resources/subscribe: the gateway subscribes
+        // through its listen stream and answers the session-era client itself.
+        let subscribe = method == "resources/subscribe";
+        if (subscribe || method == "resources/unsubscribe")
+            && up.info().is_some_and(|i| i.is_modern())
+        {
+            if !up.set_subscription(&uri, subscribe) {
+                return Err(RpcError::new(
+                    sluice_mcp::jsonrpc::code::METHOD_NOT_FOUND,
+                    format!("server `{}` speaks MCP 2026-07-28 and cannot take resource subscriptions over this transport", up.name()),
+                )
+                .into());
+            }
+            let changed = if subscribe {
+                sess.subscriptions.lock().unwrap().insert(uri)
+            } else {
+                sess.subscriptions.lock().unwrap().remove(&uri)
+            };
+            if changed {
+                self.save_session(sess).await;
+            }
+            return Ok(raw("{}".into()));
+        }
         let r = self
             .forward(
                 sess,
@@ -698,6 +721,7 @@ impl Gateway {
         let modern_upstream = up.info().is_some_and(|i| i.is_modern());
         if modern_upstream {
             ctx.client_caps = Some(Arc::new(sess.client_capabilities.clone()));
+            ctx.log_level = sess.log_level.lock().unwrap().clone();
             if method == "tools/call" {
                 ctx.headers = self.param_headers_for(up, &params).await;
             }

@@ -663,6 +663,7 @@ fn start(gw: &Arc<Gateway>, method: &str, target: String, env: Envelope) -> Flig
         env.capabilities,
         env.client_info,
     ));
+    *sess.log_level.lock().unwrap() = env.log_level.clone();
     let (tx, notes) = mpsc::unbounded_channel::<String>();
     let (inputs_tx, inputs) = mpsc::unbounded_channel();
     let out: Arc<dyn Outbound> = Arc::new(RequestOut {

@@ -36,6 +36,10 @@ pub(crate) struct HttpConn {
     /// Set when the server speaks the stateless revision: no session, every
     /// request carries its envelope and routing headers.
     modern: std::sync::atomic::AtomicBool,
+    /// Resource URIs clients subscribed to (2026: carried by our listen stream).
+    subscriptions: std::sync::Mutex<std::collections::BTreeSet<String>>,
+    /// Makes the listen stream reopen with the current subscriptions.
+    relisten: Arc<tokio::sync::Notify>,
 }
 
 /// What an initialize POST returned.
@@ -58,6 +62,8 @@ impl HttpConn {
         HttpConn {
             init_params,
             modern: std::sync::atomic::AtomicBool::new(false),
+            subscriptions: std::sync::Mutex::new(std::collections::BTreeSet::new()),
+            relisten: Arc::new(tokio::sync::Notify::new()),
             server,
             name,
             client,
@@ -287,12 +293,14 @@ impl HttpConn {
         let mut backoff = Duration::from_millis(500);
         loop {
             let Some(this) = conn.upgrade() else { return };
-            let params = crate::modern::stamp(
-                Some(
-                    r#"{"notifications":{"toolsListChanged":true,"promptsListChanged":true,"resourcesListChanged":true}}"#,
-                ),
-                None,
-            );
+            let uris: Vec<String> = this.subscriptions.lock().unwrap().iter().cloned().collect();
+            let filter = serde_json::json!({"notifications": {
+                "toolsListChanged": true,
+                "promptsListChanged": true,
+                "resourcesListChanged": true,
+                "resourceSubscriptions": uris,
+            }});
+            let params = crate::modern::stamp(Some(&filter.to_string()), None);
             let body = jsonrpc::request(
                 &Id::Str("sluice-listen".into()),
                 "subscriptions/listen",
@@ -307,8 +315,20 @@ impl HttpConn {
                     backoff = Duration::from_millis(500);
                     let mut parser = sse::Parser::default();
                     let mut stream = resp.bytes_stream();
+                    let notify = this.relisten.clone();
                     drop(this);
-                    while let Some(Ok(chunk)) = stream.next().await {
+                    let relisten = notify.notified();
+                    tokio::pin!(relisten);
+                    let mut changed = false;
+                    loop {
+                        let chunk = tokio::select! {
+                            c = stream.next() => c,
+                            _ = &mut relisten => {
+                                changed = true;
+                                break;
+                            }
+                        };
+                        let Some(Ok(chunk)) = chunk else { break };
                         let Some(this) = conn.upgrade() else { return };
                         for ev in parser.feed(&chunk) {
                             if let Ok(Message::Notification(n)) = Message::parse(ev.data.as_bytes())
@@ -322,6 +342,12 @@ impl HttpConn {
                             }
                         }
                     }
+                    if changed {
+                        continue; // reopen at once with the new subscriptions
+                    }
+                    backoff = Duration::from_millis(500);
+                    tokio::time::sleep(backoff).await;
+                    continue;
                 }
                 Ok(resp) => {
                     tracing::debug!(server = %this.name, status = resp.status().as_u16(), "upstream listen refused")
@@ -332,6 +358,22 @@ impl HttpConn {
             }
             tokio::time::sleep(backoff).await;
             backoff = (backoff * 2).min(Duration::from_secs(30));
+        }
+    }
+
+    /// Adds or removes a resource subscription of a 2026 server: its listen
+    /// stream reopens with the new set.
+    pub(crate) fn set_subscription(&self, uri: &str, on: bool) {
+        let changed = {
+            let mut subs = self.subscriptions.lock().unwrap();
+            if on {
+                subs.insert(uri.to_string())
+            } else {
+                subs.remove(uri)
+            }
+        };
+        if changed {
+            self.relisten.notify_one();
         }
     }
 

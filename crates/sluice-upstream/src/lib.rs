@@ -79,6 +79,9 @@ pub struct CallCtx {
     pub client_caps: Option<std::sync::Arc<serde_json::Value>>,
     /// Extra request headers for a 2026 HTTP upstream (`Mcp-Param-*`).
     pub headers: Vec<(String, String)>,
+    /// The log level the client asked for; a 2026 upstream sends log
+    /// notifications only when the request names one.
+    pub log_level: Option<String>,
 }
 
 impl CallCtx {
@@ -86,6 +89,7 @@ impl CallCtx {
         CallCtx {
             client_caps: None,
             headers: Vec::new(),
+            log_level: None,
             related: None,
             progress_token: None,
             timeout,

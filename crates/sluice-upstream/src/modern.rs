@@ -17,6 +17,15 @@ const META_SERVER_INFO: &str = "io.modelcontextprotocol/serverInfo";
 /// `params` with the 2026 envelope added to `_meta`: the version, the
 /// capabilities of the client this request is for, and the gateway's identity.
 pub(crate) fn stamp(params: Option<&str>, client_caps: Option<&Value>) -> String {
+    stamp_with(params, client_caps, None)
+}
+
+/// [`stamp`], with the log level the client asked for.
+pub(crate) fn stamp_with(
+    params: Option<&str>,
+    client_caps: Option<&Value>,
+    log_level: Option<&str>,
+) -> String {
     let mut p: Map<String, Value> = params
         .and_then(|p| serde_json::from_str(p).ok())
         .unwrap_or_default();
@@ -31,6 +40,9 @@ pub(crate) fn stamp(params: Option<&str>, client_caps: Option<&Value>) -> String
             META_INFO.into(),
             json!({"name": "sluice", "version": env!("CARGO_PKG_VERSION")}),
         );
+        if let Some(level) = log_level {
+            m.insert("io.modelcontextprotocol/logLevel".into(), json!(level));
+        }
     }
     Value::Object(p).to_string()
 }

@@ -52,6 +52,8 @@ struct State {
     last_error: Option<(SystemTime, String)>,
     /// Set when the last connection attempt was refused for credentials (HTTP status).
     unauthorized: Option<u16>,
+    /// The process group of a stdio server still in its handshake.
+    starting_pgid: Option<u32>,
 }
 
 /// One upstream server, its live connection and its supervisor.
@@ -70,6 +72,12 @@ pub struct Upstream {
     ping_unsupported: AtomicBool,
     /// The initialize params this upstream sends (see `initialize_params`).
     init_params: String,
+    /// A 2026 stdio server's listen request (its change notifications), and
+    /// the resource URIs it carries.
+    stdio_listen: std::sync::Mutex<(
+        Option<tokio::task::AbortHandle>,
+        std::collections::BTreeSet<String>,
+    )>,
 }
 
 /// A freshly made connection, before it is installed.
@@ -100,6 +108,7 @@ impl Upstream {
             recycle: Notify::new(),
             ping_unsupported: AtomicBool::new(false),
             init_params: crate::initialize_params(None),
+            stdio_listen: std::sync::Mutex::new((None, std::collections::BTreeSet::new())),
         })
     }
 
@@ -225,7 +234,11 @@ impl Upstream {
         ctx.timeout = deadline.saturating_duration_since(tokio::time::Instant::now());
         let stamped;
         let params = if self.info().is_some_and(|i| i.is_modern()) {
-            stamped = crate::modern::stamp(params, ctx.client_caps.as_deref());
+            stamped = crate::modern::stamp_with(
+                params,
+                ctx.client_caps.as_deref(),
+                ctx.log_level.as_deref(),
+            );
             Some(stamped.as_str())
         } else {
             params
@@ -286,6 +299,60 @@ impl Upstream {
         self.health.record_probe(outcome);
     }
 
+    /// Subscribes to (or unsubscribes from) a resource of a 2026 server, which
+    /// has no `resources/subscribe`: updates come on its listen stream.
+    /// False when the server cannot do it (not connected, or not over HTTP).
+    pub fn set_subscription(&self, uri: &str, on: bool) -> bool {
+        match self.conn() {
+            Ok(Conn::Http(h)) if h.is_modern() => {
+                h.set_subscription(uri, on);
+                true
+            }
+            Ok(conn @ Conn::Duplex(_)) if self.info().is_some_and(|i| i.is_modern()) => {
+                let changed = {
+                    let mut g = self.stdio_listen.lock().unwrap();
+                    if on {
+                        g.1.insert(uri.to_string())
+                    } else {
+                        g.1.remove(uri)
+                    }
+                };
+                if changed {
+                    self.listen_stdio(conn);
+                }
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// (Re)opens a 2026 stdio server's listen request with the current
+    /// subscriptions; the previous one is cancelled.
+    fn listen_stdio(&self, conn: Conn) {
+        let mut g = self.stdio_listen.lock().unwrap();
+        if let Some(old) = g.0.take() {
+            old.abort();
+        }
+        let filter = serde_json::json!({"notifications": {
+            "toolsListChanged": true,
+            "promptsListChanged": true,
+            "resourcesListChanged": true,
+            "resourceSubscriptions": g.1.iter().collect::<Vec<_>>(),
+        }});
+        let params = crate::modern::stamp(Some(&filter.to_string()), None);
+        let task = tokio::spawn(async move {
+            // Answered only when the server ends the subscription.
+            let _ = conn
+                .request(
+                    "subscriptions/listen",
+                    Some(&params),
+                    CallCtx::new(Duration::from_secs(365 * 86_400)),
+                )
+                .await;
+        });
+        g.0 = Some(task.abort_handle());
+    }
+
     /// Sends a notification over the live connection.
     pub async fn notify(&self, method: &str, params: Option<&str>) -> Result<(), UpstreamError> {
         if self.info().is_some_and(|i| i.is_modern()) && method != "notifications/cancelled" {
@@ -335,9 +402,6 @@ impl Upstream {
                 r = self.connect(closed_tx) => r,
                 _ = stop.changed() => return,
             };
-            if let Some(tx) = first.take() {
-                let _ = tx.send(());
-            }
             let fresh = match attempt {
                 Ok(c) => c,
                 Err(e) => {
@@ -348,6 +412,10 @@ impl Upstream {
                     });
                     if let UpstreamError::Unauthorized(status) = e {
                         self.state.write().unwrap().unauthorized = Some(status);
+                    }
+                    // The first attempt is over once its outcome is recorded.
+                    if let Some(tx) = first.take() {
+                        let _ = tx.send(());
                     }
                     tokio::select! {
                         _ = tokio::time::sleep(backoff) => {}
@@ -363,6 +431,9 @@ impl Upstream {
                 self.health.note_restart();
             }
             let _ = self.install(fresh);
+            if let Some(tx) = first.take() {
+                let _ = tx.send(());
+            }
             // Serve on this connection until it breaks or is due for recycling.
             loop {
                 let lifetime = async {
@@ -420,12 +491,19 @@ impl Upstream {
             let old = st.conn.take().map(|conn| (conn, st.pgid.take()));
             st.conn = Some(c.conn);
             st.unauthorized = None;
+            st.starting_pgid = None;
             st.info = Some(Arc::new(c.info));
             st.pgid = c.pgid;
             old
         };
         self.calls_on_conn.store(0, Ordering::Relaxed);
         self.health.set_connected(true, None);
+        let fresh = self.state.read().unwrap().conn.clone();
+        if let Some(conn @ Conn::Duplex(_)) = fresh
+            && self.info().is_some_and(|i| i.is_modern())
+        {
+            self.listen_stdio(conn);
+        }
         tracing::info!(server = %self.name(), "upstream connected");
         let _ = self
             .events
@@ -438,6 +516,7 @@ impl Upstream {
             let mut st = self.state.write().unwrap();
             st.conn = None;
             st.pgid = None;
+            st.starting_pgid = None;
             st.last_error = Some((SystemTime::now(), reason.clone()));
         }
         self.health.set_connected(false, Some(reason));
@@ -467,6 +546,8 @@ impl Upstream {
                 .map_err(|e| {
                     UpstreamError::Unavailable(format!("cannot start `{command}`: {e}"))
                 })?;
+                // Known at once, so a shutdown during the handshake stops it too.
+                self.state.write().unwrap().starting_pgid = Some(child.pgid);
                 (Conn::Duplex(child.duplex), Some(child.pgid))
             }
             Transport::Http { url, headers, mode } => {
@@ -586,12 +667,15 @@ impl Upstream {
     /// SIGKILL after `grace`; DELETE for an HTTP session.
     pub async fn shutdown(&self, grace: Duration) {
         let _ = self.stop.send(true);
-        let (conn, pgid) = {
+        let (conn, pgid, starting) = {
             let mut st = self.state.write().unwrap();
-            (st.conn.take(), st.pgid.take())
+            (st.conn.take(), st.pgid.take(), st.starting_pgid.take())
         };
         if let Some(Conn::Http(h)) = &conn {
             h.close().await;
+        }
+        if let Some(p) = starting {
+            stdio::kill_group(p, nix::sys::signal::Signal::SIGKILL);
         }
         if let Some(p) = pgid {
             stdio::kill_group(p, nix::sys::signal::Signal::SIGTERM);

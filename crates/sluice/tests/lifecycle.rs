@@ -78,7 +78,11 @@ async fn a_cancelled_call_is_cancelled_upstream_and_gets_no_response() {
 
 #[tokio::test]
 async fn list_changed_from_an_upstream_reaches_the_client_and_refreshes_the_list() {
-    let gw = Gateway::start("listchanged", &fixture_server("fx", None, &[]));
+    // A session-era upstream: its list_changed arrives over stdio as it happens.
+    let gw = Gateway::start(
+        "listchanged",
+        &fixture_server("fx", None, &["--era", "legacy"]),
+    );
     let mut c = Client::new(&gw.url);
     c.initialize().await;
     let before = c.call("tools/list", json!({})).await;

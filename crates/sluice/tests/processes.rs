@@ -232,7 +232,11 @@ async fn per_session_isolation_gives_each_session_its_own_server() {
     let mark = marker("isolated");
     let gw = Gateway::start(
         "isolated",
-        &one_server("fx", &mark, "isolation = \"per-session\"\n"),
+        // A session-era server: its state lives in its session (a 2026 server keeps none).
+        &one_server("fx", &mark, "isolation = \"per-session\"\n").replace(
+            "args = [\"--name\",",
+            "args = [\"--era\", \"legacy\", \"--name\",",
+        ),
     );
     let mut a = common::Client::new(&gw.url);
     a.initialize().await;

@@ -207,7 +207,7 @@ async fn the_validation_ladder_answers_with_the_revisions_codes() {
 #[tokio::test]
 async fn upstream_requests_become_input_required_with_a_signed_state() {
     let cfg = format!(
-        "[sessions]\nstore = \"memory\"\n[[servers]]\nname = \"fx\"\nprefix = \"\"\ncommand = \"{}\"\n",
+        "[sessions]\nstore = \"memory\"\n[[servers]]\nname = \"fx\"\nprefix = \"\"\ncommand = \"{}\"\nargs = [\"--era\", \"legacy\"]\n",
         sibling_bin("sluice-fixture").display()
     );
     let gw = Gateway::start("mrtr", &cfg);
@@ -306,7 +306,11 @@ async fn closing_a_2026_response_cancels_the_call_upstream() {
     drop(resp);
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
     while !gw.logs().contains("fixture: cancelled request") {
-        assert!(std::time::Instant::now() < deadline, "the upstream was not told: {}", gw.logs());
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the upstream was not told: {}",
+            gw.logs()
+        );
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
 }
