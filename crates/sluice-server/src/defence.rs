@@ -366,3 +366,66 @@ impl Gateway {
         }
     }
 }
+
+/// The pin item of a server's instructions (no tool name starts with `#`).
+pub(crate) const INSTRUCTIONS_ITEM: &str = "#instructions";
+
+impl Gateway {
+    /// Scans and pins server `u`'s instructions; returns whether they may be
+    /// given to clients. Instructions judged malicious (policy `block`) or
+    /// changed since approved are left out of `initialize` until approved.
+    pub(crate) async fn check_instructions(&self, u: usize) -> bool {
+        let up = &self.upstreams()[u];
+        let Some(text) = up.last_info().and_then(|i| i.instructions.clone()) else {
+            return true;
+        };
+        if up.config.scan != ScanPolicy::Off {
+            let report = sluice_scan::scan_instructions(&text, &self.scan_context(u, &[]));
+            if report.verdict != Verdict::Clean {
+                let verdict = verdict_str(report.verdict);
+                self.metrics.finding(up.name(), "instructions", verdict);
+                tracing::warn!(server = %up.name(), verdict, findings = %report.summary(), "server instructions flagged by the poisoning detector");
+                if report.verdict == Verdict::Malicious && up.config.scan == ScanPolicy::Block {
+                    return false;
+                }
+            }
+        }
+        let (Some(pins), true) = (&self.pins, up.config.pinning) else {
+            return true;
+        };
+        let definition = json!({"instructions": text}).to_string();
+        match pins
+            .check(
+                &server_key(&up.config),
+                up.name(),
+                INSTRUCTIONS_ITEM,
+                &sluice_scan::instructions_fingerprint(&text),
+                &definition,
+            )
+            .await
+        {
+            Ok(PinStatus::Changed { .. }) => {
+                tracing::warn!(server = %up.name(), "server instructions changed since they were approved; left out until `sluice pins approve {}`", up.name());
+                self.metrics.finding(up.name(), "definition_change", "held");
+                false
+            }
+            Ok(_) => true,
+            Err(e) => {
+                tracing::warn!(server = %up.name(), error = %e, "instructions pin check failed; served unpinned");
+                true
+            }
+        }
+    }
+
+    /// Checks servers' instructions again: those held back (an operator may
+    /// have approved them), or all of them.
+    pub async fn refresh_instructions(&self, only_held: bool) {
+        for u in 0..self.upstreams().len() {
+            if only_held && self.instructions_allowed(u) {
+                continue;
+            }
+            let ok = self.check_instructions(u).await;
+            self.set_instructions_allowed(u, ok);
+        }
+    }
+}

@@ -78,6 +78,8 @@ struct Cache {
     template_prefixes: Vec<String>,
     /// Tools held back (poisoned, or changed since approved), by the server's own name.
     held: HashMap<String, crate::defence::Hold>,
+    /// The server's instructions may be given to clients (checked by the defence).
+    instructions_allowed: bool,
 }
 
 /// A per-session upstream instance: (session, server index).
@@ -190,6 +192,7 @@ impl Gateway {
         gw.start_store_tasks(writer_rx);
         tracing::info!(store = gw.store.kind(), replica = %gw.replica, "session store open");
         let _ = tokio::time::timeout(wait, join_all(firsts)).await;
+        gw.refresh_instructions(false).await;
         Ok(gw)
     }
 
@@ -299,6 +302,9 @@ impl Gateway {
             .iter()
             .filter_map(|u| {
                 let i = u.last_info()?.instructions.clone()?;
+                if !self.caches[u.index].lock().unwrap().instructions_allowed {
+                    return None;
+                }
                 Some(format!("## Server `{}`\n{}", u.name(), i))
             })
             .collect();
@@ -1188,6 +1194,14 @@ impl Gateway {
         c.lists[kind as usize] = Some(list);
     }
 
+    pub(crate) fn instructions_allowed(&self, u: usize) -> bool {
+        self.caches[u].lock().unwrap().instructions_allowed
+    }
+
+    pub(crate) fn set_instructions_allowed(&self, u: usize, ok: bool) {
+        self.caches[u].lock().unwrap().instructions_allowed = ok;
+    }
+
     /// Server `u`'s tool list as last fetched.
     pub(crate) fn cached_tools(&self, u: usize) -> Option<Arc<Vec<Value>>> {
         self.caches[u].lock().unwrap().lists[Kind::Tools as usize].clone()
@@ -1422,6 +1436,11 @@ impl Gateway {
         match ev {
             UpstreamEvent::Connected { server } => {
                 self.invalidate(server, &Kind::ALL);
+                let g = this.clone();
+                tokio::spawn(async move {
+                    let ok = g.check_instructions(server).await;
+                    g.set_instructions_allowed(server, ok);
+                });
                 let info = self.upstreams[server].info();
                 for (cap, method) in [
                     ("tools", "notifications/tools/list_changed"),

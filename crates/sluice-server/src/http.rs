@@ -322,6 +322,10 @@ async fn post_mcp(State(st): State<AppState>, req: Request) -> Response {
 }
 
 async fn initialize(gw: &Arc<Gateway>, req: &jsonrpc::Request) -> Response {
+    // Instructions held back may have been approved meanwhile.
+    if gw.config.servers.iter().any(|s| s.pinning) {
+        gw.refresh_instructions(true).await;
+    }
     let init = match gw.initialize(req.params.as_deref()) {
         Ok(i) => i,
         Err(e) => return json_response(jsonrpc::response_err(Some(&req.id), &e.to_json())),

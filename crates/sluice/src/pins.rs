@@ -40,7 +40,7 @@ pub fn run(config: &Config, cmd: PinsCommand) -> ExitCode {
                         "server", "tool", "state"
                     );
                     for r in rows {
-                        let item = if r.item.is_empty() {
+                        let item = if r.item == "#instructions" {
                             "(instructions)"
                         } else {
                             &r.item

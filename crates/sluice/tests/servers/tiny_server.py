@@ -5,6 +5,7 @@ TINY_DESCRIPTION  description of the tool `echo` (default: a plain one)
 TINY_POISON=1     adds a tool `add` whose description hides instructions
 TINY_SHADOW=NAME  adds a tool `helper` whose description steers the use of NAME
 TINY_LEAK=1       adds a tool `fetch_page` whose output carries injected instructions
+TINY_INSTRUCTIONS the server's instructions
 """
 
 import json
@@ -72,8 +73,11 @@ for line in sys.stdin:
     if msg_id is None:
         continue
     if method == "initialize":
-        answer(msg_id, {"protocolVersion": "2025-11-25", "capabilities": {"tools": {}},
-                        "serverInfo": {"name": "tiny", "version": "1"}})
+        result = {"protocolVersion": "2025-11-25", "capabilities": {"tools": {}},
+                  "serverInfo": {"name": "tiny", "version": "1"}}
+        if os.environ.get("TINY_INSTRUCTIONS"):
+            result["instructions"] = os.environ["TINY_INSTRUCTIONS"]
+        answer(msg_id, result)
     elif method == "tools/list":
         answer(msg_id, {"tools": TOOLS})
     elif method == "tools/call":
