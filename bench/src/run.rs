@@ -396,10 +396,12 @@ fn machine() -> String {
     let rev = command_output("git", &["rev-parse", "--short", "HEAD"]).unwrap_or_default();
     let dirty = command_output("git", &["status", "--porcelain", "--untracked-files=no"])
         .is_some_and(|s| !s.is_empty());
-    format!(
-        "{cores} cores ({cpu}), Linux {kernel}, git {rev}{}",
-        if dirty { " (modified)" } else { "" }
-    )
+    let git = match (rev.is_empty(), dirty) {
+        (true, _) => String::new(),
+        (false, false) => format!(", git {rev}"),
+        (false, true) => format!(", git {rev} (modified)"),
+    };
+    format!("{cores} cores ({cpu}), Linux {kernel}{git}")
 }
 
 pub async fn all(a: AllArgs) -> anyhow::Result<()> {
