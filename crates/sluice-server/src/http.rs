@@ -239,7 +239,8 @@ fn accepts(headers: &HeaderMap, what: &str) -> bool {
 // ----- POST -------------------------------------------------------------------
 
 async fn post_mcp(State(st): State<AppState>, req: Request) -> Response {
-    let headers = req.headers().clone();
+    let (parts, body) = req.into_parts();
+    let headers = parts.headers;
     if let Err(r) = st.guard.check(&headers) {
         return r.into_response();
     }
@@ -266,7 +267,7 @@ async fn post_mcp(State(st): State<AppState>, req: Request) -> Response {
             ),
         );
     }
-    let bytes: Bytes = match axum::body::to_bytes(req.into_body(), st.guard.max_body).await {
+    let bytes: Bytes = match axum::body::to_bytes(body, st.guard.max_body).await {
         Ok(b) => b,
         Err(_) => {
             return rpc_error(

@@ -27,6 +27,8 @@ pub(crate) struct HttpConn {
     name: String,
     client: reqwest::Client,
     url: String,
+    /// `url`, parsed once rather than on every request.
+    parsed: reqwest::Url,
     headers: HeaderMap,
     session: RwLock<Option<HeaderValue>>,
     protocol: RwLock<HeaderValue>,
@@ -59,7 +61,10 @@ impl HttpConn {
         events: mpsc::UnboundedSender<UpstreamEvent>,
         init_params: String,
     ) -> Self {
+        let parsed = reqwest::Url::parse(&url)
+            .unwrap_or_else(|_| reqwest::Url::parse("http://invalid./").expect("valid"));
         HttpConn {
+            parsed,
             init_params,
             modern: std::sync::atomic::AtomicBool::new(false),
             subscriptions: std::sync::Mutex::new(std::collections::BTreeSet::new()),
@@ -122,7 +127,7 @@ impl HttpConn {
     ) -> reqwest::RequestBuilder {
         let rb = self
             .client
-            .post(&self.url)
+            .post(self.parsed.clone())
             .headers(self.headers.clone())
             .header(ACCEPT, ACCEPT_BOTH)
             .header(CONTENT_TYPE, "application/json");
