@@ -74,89 +74,46 @@ step "TypeScript SDK through the gateway (node --test)"
 record "typescript e2e" $?
 
 # ---- conformance through the gateway ----
-step "conformance suites through the gateway (fixture served unprefixed)"
 CONF_DIR="$(mktemp -d "${TMPDIR:-/tmp}/sluice-conf.XXXXXX")"
-cat >"$CONF_DIR/sluice.toml" <<TOML
-[[servers]]
-name = "fixture"
-prefix = ""
-command = "$BIN/sluice-fixture"
-args = ["--era", "legacy"]
-TOML
-"$BIN/sluice" serve --config "$CONF_DIR/sluice.toml" --listen 127.0.0.1:0 2>"$CONF_DIR/gateway.log" &
-GW_PID=$!
-URL=""
-for _ in $(seq 1 300); do
-    URL="$(sed -n 's/^sluice listening on //p' "$CONF_DIR/gateway.log" | head -1)"
-    [[ -n "$URL" ]] && break
-    kill -0 "$GW_PID" 2>/dev/null || break
-    sleep 0.1
-done
-if [[ -n "$URL" ]]; then
-    bash tests/conformance/run.sh "$URL"
-    record "conformance (through the gateway)" $?
-else
-    echo "gateway did not start:"; cat "$CONF_DIR/gateway.log"
-    record "conformance (through the gateway)" 1
-fi
-kill "$GW_PID" 2>/dev/null; wait "$GW_PID" 2>/dev/null
 
-step "conformance 2025-11-25 through the gateway to a 2026-only upstream (era bridging)"
-cat >"$CONF_DIR/sluice-bridge.toml" <<TOML
+# conformance NAME ERA [RUN_ENV]: the gateway fronting the fixture (unprefixed,
+# over stdio, in era ERA), graded by tests/conformance/run.sh.
+conformance() {
+    local name="$1" era="$2" run_env="${3:-}" tag
+    tag="$(echo "$name" | tr -c 'a-z0-9' '-')"
+    cat >"$CONF_DIR/$tag.toml" <<TOML
 [sessions]
 store = "memory"
 [[servers]]
 name = "fixture"
 prefix = ""
 command = "$BIN/sluice-fixture"
-args = ["--era", "modern"]
+args = ["--era", "$era"]
 TOML
-"$BIN/sluice" serve --config "$CONF_DIR/sluice-bridge.toml" --listen 127.0.0.1:0 2>"$CONF_DIR/gateway-bridge.log" &
-GW_PID=$!
-URL=""
-for _ in $(seq 1 300); do
-    URL="$(sed -n 's/^sluice listening on //p' "$CONF_DIR/gateway-bridge.log" | head -1)"
-    [[ -n "$URL" ]] && break
-    kill -0 "$GW_PID" 2>/dev/null || break
-    sleep 0.1
-done
-if [[ -n "$URL" ]]; then
-    bash tests/conformance/run.sh "$URL"
-    record "conformance 2025 clients to a 2026 upstream (through the gateway)" $?
-else
-    echo "gateway did not start:"; cat "$CONF_DIR/gateway-bridge.log"
-    record "conformance 2025 clients to a 2026 upstream (through the gateway)" 1
-fi
-kill "$GW_PID" 2>/dev/null; wait "$GW_PID" 2>/dev/null
+    "$BIN/sluice" serve --config "$CONF_DIR/$tag.toml" --listen 127.0.0.1:0 2>"$CONF_DIR/$tag.log" &
+    local pid=$! url=""
+    for _ in $(seq 1 300); do
+        url="$(sed -n 's/^sluice listening on //p' "$CONF_DIR/$tag.log" | head -1)"
+        [[ -n "$url" ]] && break
+        kill -0 "$pid" 2>/dev/null || break
+        sleep 0.1
+    done
+    if [[ -n "$url" ]]; then
+        env $run_env bash tests/conformance/run.sh "$url"
+        record "$name" $?
+    else
+        echo "gateway did not start:"; cat "$CONF_DIR/$tag.log"
+        record "$name" 1
+    fi
+    kill "$pid" 2>/dev/null; wait "$pid" 2>/dev/null
+}
 
-step "conformance 2026-07-28 through the gateway (a 2026-only fixture upstream)"
-cat >"$CONF_DIR/sluice26.toml" <<TOML
-[sessions]
-store = "memory"
-[[servers]]
-name = "fixture"
-prefix = ""
-command = "$BIN/sluice-fixture"
-args = ["--era", "modern"]
-TOML
-"$BIN/sluice" serve --config "$CONF_DIR/sluice26.toml" --listen 127.0.0.1:0 2>"$CONF_DIR/gateway26.log" &
-GW_PID=$!
-URL=""
-for _ in $(seq 1 300); do
-    URL="$(sed -n 's/^sluice listening on //p' "$CONF_DIR/gateway26.log" | head -1)"
-    [[ -n "$URL" ]] && break
-    kill -0 "$GW_PID" 2>/dev/null || break
-    sleep 0.1
-done
-if [[ -n "$URL" ]]; then
-    # Judged by the suite's exit code: the scored scenarios (the tasks extension is not scored).
-    CONFORMANCE_2026=only bash tests/conformance/run.sh "$URL"
-    record "conformance 2026-07-28 (through the gateway)" $?
-else
-    echo "gateway did not start:"; cat "$CONF_DIR/gateway26.log"
-    record "conformance 2026-07-28 (through the gateway)" 1
-fi
-kill "$GW_PID" 2>/dev/null; wait "$GW_PID" 2>/dev/null
+step "conformance 2025-11-25 through the gateway (a 2025 fixture upstream)"
+conformance "conformance 2025 (through the gateway)" legacy
+step "conformance 2025-11-25 clients through the gateway to a 2026-only upstream (era bridging)"
+conformance "conformance 2025 clients to a 2026 upstream (through the gateway)" modern
+step "conformance 2026-07-28 through the gateway (a 2026-only upstream; judged on the scored scenarios)"
+conformance "conformance 2026-07-28 (through the gateway)" modern CONFORMANCE_2026=only
 rm -rf "$CONF_DIR"
 set -e
 
