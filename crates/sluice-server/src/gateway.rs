@@ -545,23 +545,7 @@ impl Gateway {
             }
             return Ok(raw("{}".into()));
         }
-        let r = self
-            .forward(
-                sess,
-                up,
-                method,
-                p,
-                out,
-                Policy {
-                    timeout: up.config.timeout,
-                    may_retry_sent: true,
-                },
-            )
-            .await
-            .map_err(|error| Fail::Upstream {
-                server: up.name().into(),
-                error,
-            })?;
+        let r = self.forward_safe(sess, up, method, p, out).await?;
         let changed = match method {
             "resources/subscribe" => sess.subscriptions.lock().unwrap().insert(uri),
             "resources/unsubscribe" => sess.subscriptions.lock().unwrap().remove(&uri),
@@ -613,22 +597,30 @@ impl Gateway {
             }
         };
         let up = &self.upstream_for(sess, u).await?;
-        self.forward(
-            sess,
-            up,
-            "completion/complete",
-            p,
-            out,
-            Policy {
-                timeout: up.config.timeout,
-                may_retry_sent: true,
-            },
-        )
-        .await
-        .map_err(|error| Fail::Upstream {
-            server: up.name().into(),
-            error,
-        })
+        self.forward_safe(sess, up, "completion/complete", p, out)
+            .await
+    }
+
+    /// Forwards a request that is safe to repeat (reads, completions,
+    /// subscriptions) with the server's timeout; failures name the server.
+    async fn forward_safe(
+        &self,
+        sess: &Arc<Session>,
+        up: &Upstream,
+        method: &str,
+        params: Map<String, Value>,
+        out: &Arc<dyn Outbound>,
+    ) -> Result<Box<RawValue>, Fail> {
+        let policy = Policy {
+            timeout: up.config.timeout,
+            may_retry_sent: true,
+        };
+        self.forward(sess, up, method, params, out, policy)
+            .await
+            .map_err(|error| Fail::Upstream {
+                server: up.name().into(),
+                error,
+            })
     }
 
     /// logging/setLevel reaches every upstream that logs.
