@@ -205,6 +205,7 @@ pub struct Rule {
     pub group: Option<String>,
     pub examples: Examples,
     pub(crate) other_tool: bool,
+    pub(crate) case_sensitive: bool,
     pub(crate) matcher: Matcher,
     pub(crate) near: Vec<Near>,
     pub(crate) unless_near: Vec<Near>,
@@ -253,6 +254,51 @@ fn compile(
             index,
             error: e.to_string(),
         })
+}
+
+/// `pattern` with its word-boundary assertions (`\b`) removed.
+///
+/// An assertion only ever rejects matches, so the relaxed pattern matches wherever the
+/// original does (a superset): if the relaxed pattern finds nothing, neither does the
+/// original. Unicode word boundaries are what forces the `regex` crate off its fast
+/// DFA onto the PikeVM / backtracker as soon as the text holds one non-ASCII character;
+/// the relaxed patterns keep the DFA, which makes them a cheap, exact prefilter.
+pub(crate) fn relax_word_boundaries(pattern: &str) -> String {
+    let mut out = String::with_capacity(pattern.len());
+    let mut chars = pattern.chars().peekable();
+    // depth of (possibly nested) character classes
+    let mut class = 0usize;
+    // just opened a class: a `]` (or `^]`) here is a literal
+    let mut class_start = false;
+    while let Some(c) = chars.next() {
+        let at_start = std::mem::take(&mut class_start);
+        match c {
+            '\\' => match chars.next() {
+                Some('b') if class == 0 => {}
+                Some(n) => {
+                    out.push('\\');
+                    out.push(n);
+                }
+                None => out.push('\\'),
+            },
+            '[' => {
+                // also nested classes and `[:alpha:]`: their brackets balance too
+                class += 1;
+                out.push(c);
+                if chars.peek() == Some(&'^') {
+                    out.push('^');
+                    chars.next();
+                }
+                class_start = true;
+            }
+            ']' if class > 0 && !at_start => {
+                class -= 1;
+                out.push(c);
+            }
+            _ => out.push(c),
+        }
+    }
+    out
 }
 
 fn compile_near(rule: &str, specs: Vec<NearSpec>) -> Result<Vec<Near>, RulesError> {
@@ -353,6 +399,7 @@ impl Ruleset {
                 group: spec.group,
                 examples: spec.examples,
                 other_tool: spec.other_tool,
+                case_sensitive: spec.case_sensitive,
                 matcher,
             });
         }

@@ -4,12 +4,14 @@
 use std::collections::BTreeMap;
 use std::sync::LazyLock;
 
+use regex::{RegexSet, RegexSetBuilder, SetMatches};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::normalize::{self, Normalized};
 use crate::rules::{
     BUILTIN_RULES_TOML, Builtin, Matcher, Near, Rule, RulesError, Ruleset, Scope, Severity, Target,
+    relax_word_boundaries,
 };
 
 /// The verdict of a scan.
@@ -608,10 +610,73 @@ fn name_collision(own: &str, known: &str) -> Option<&'static str> {
     None
 }
 
+/// One pass over a text that rules out the patterns that cannot match it.
+///
+/// A `RegexSet` of every pattern of the rules of one scope, with the word boundaries
+/// removed ([`relax_word_boundaries`]): exact as a filter (a pattern the set does not
+/// report cannot match), and run by the DFA even on non-ASCII text, where the patterns
+/// themselves (Unicode `\b`) need the much slower PikeVM / backtracker.
+#[derive(Debug)]
+struct Prefilter {
+    set: RegexSet,
+    /// Per rule, per pattern: its index in `set` (`None`: not in the set, always run).
+    slots: Vec<Vec<Option<usize>>>,
+}
+
+impl Prefilter {
+    fn new(ruleset: &Ruleset, scope: Scope) -> Option<Prefilter> {
+        let mut patterns = Vec::new();
+        let mut slots = Vec::with_capacity(ruleset.rules.len());
+        for rule in &ruleset.rules {
+            let mut rule_slots = Vec::new();
+            if let Matcher::Patterns(ps) = &rule.matcher
+                && rule.applies_to(scope)
+            {
+                for re in ps {
+                    let relaxed = relax_word_boundaries(re.as_str());
+                    rule_slots.push(Some(patterns.len()));
+                    patterns.push(if rule.case_sensitive {
+                        format!("(?:{relaxed})")
+                    } else {
+                        format!("(?i:{relaxed})")
+                    });
+                }
+            }
+            slots.push(rule_slots);
+        }
+        if patterns.is_empty() {
+            return None;
+        }
+        let set = RegexSetBuilder::new(&patterns)
+            .size_limit(200 << 20)
+            .dfa_size_limit(64 << 20)
+            .build()
+            .ok()?;
+        Some(Prefilter { set, slots })
+    }
+
+    /// Whether pattern `pattern` of rule `rule` may match a text for which the set
+    /// reported `matches`.
+    fn may_match(&self, matches: &SetMatches, rule: usize, pattern: usize) -> bool {
+        match self
+            .slots
+            .get(rule)
+            .and_then(|r| r.get(pattern))
+            .copied()
+            .flatten()
+        {
+            Some(slot) => matches.matched(slot),
+            None => true,
+        }
+    }
+}
+
 /// The detector.
 #[derive(Debug)]
 pub struct Scanner {
     ruleset: Ruleset,
+    /// Per scope (definition, instructions, output).
+    prefilters: [Option<Prefilter>; 3],
 }
 
 static BUILTIN: LazyLock<Scanner> = LazyLock::new(|| {
@@ -621,7 +686,21 @@ static BUILTIN: LazyLock<Scanner> = LazyLock::new(|| {
 
 impl Scanner {
     pub fn new(ruleset: Ruleset) -> Self {
-        Scanner { ruleset }
+        let prefilters = [Scope::Definition, Scope::Instructions, Scope::Output]
+            .map(|scope| Prefilter::new(&ruleset, scope));
+        Scanner {
+            ruleset,
+            prefilters,
+        }
+    }
+
+    fn prefilter(&self, scope: Scope) -> Option<&Prefilter> {
+        let i = match scope {
+            Scope::Definition => 0,
+            Scope::Instructions => 1,
+            Scope::Output => 2,
+        };
+        self.prefilters[i].as_ref()
     }
 
     /// A scanner for a rules file of your own.
@@ -684,17 +763,29 @@ impl Scanner {
     fn run(&self, ex: Extraction, scope: Scope, ctx: &ScanContext) -> Report {
         let mut hits: Vec<Hit> = Vec::new();
         let self_name = ex.tool_name.as_deref();
+        let prefilter = self.prefilter(scope);
+        // per segment: the patterns that may match it
+        let candidates: Vec<Option<SetMatches>> = ex
+            .segments
+            .iter()
+            .map(|seg| prefilter.map(|p| p.set.matches(&seg.text)))
+            .collect();
         for (ri, rule) in self.ruleset.rules.iter().enumerate() {
             if !rule.applies_to(scope) {
                 continue;
             }
             match &rule.matcher {
                 Matcher::Patterns(patterns) => {
-                    for seg in &ex.segments {
+                    for (seg, cands) in ex.segments.iter().zip(&candidates) {
                         if !rule.reads(seg.target) {
                             continue;
                         }
                         for (pi, re) in patterns.iter().enumerate() {
+                            if let (Some(p), Some(c)) = (prefilter, cands)
+                                && !p.may_match(c, ri, pi)
+                            {
+                                continue;
+                            }
                             if let Some(h) = self.first_valid_match(rule, re, seg, &ex, ctx, scope)
                             {
                                 hits.push(Hit {
