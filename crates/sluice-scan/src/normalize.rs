@@ -10,7 +10,9 @@ use std::sync::LazyLock;
 
 use base64::Engine as _;
 use regex::Regex;
-use unicode_normalization::UnicodeNormalization;
+use std::borrow::Cow;
+
+use unicode_normalization::{IsNormalized, UnicodeNormalization, is_nfkc_quick};
 
 /// Result of normalising one raw string.
 #[derive(Debug, Default, Clone)]
@@ -126,74 +128,27 @@ pub(crate) fn normalize(raw: &str) -> Normalized {
     }
 
     // 2. Invisible, bidi and tag characters; other control characters.
-    let chars: Vec<char> = src.chars().collect();
-    let mut visible = String::with_capacity(src.len());
-    let mut in_flag_sequence = false;
-    for (i, &c) in chars.iter().enumerate() {
-        let prev = if i > 0 { Some(chars[i - 1]) } else { None };
-        let next = chars.get(i + 1).copied();
-        if c == '\u{1F3F4}' {
-            in_flag_sequence = true;
-            visible.push(c);
-            continue;
-        }
-        if is_tag(c) {
-            if in_flag_sequence {
-                if c == '\u{E007F}' {
-                    in_flag_sequence = false;
-                }
-                continue;
-            }
-            let code = c as u32 - 0xE0000;
-            if (0x20..0x7F).contains(&code)
-                && let Some(ch) = char::from_u32(code)
-            {
-                out.hidden_tags.push(ch);
-            }
-            continue;
-        }
-        in_flag_sequence = false;
-        if is_invisible(c) {
-            let legit = match c {
-                // joiners inside emoji sequences or non-Latin scripts
-                '\u{200D}' | '\u{200C}' => {
-                    is_non_ascii_letter_or_symbol(prev) || is_non_ascii_letter_or_symbol(next)
-                }
-                // emoji presentation selectors after a symbol
-                '\u{FE0E}' | '\u{FE0F}' => is_non_ascii_letter_or_symbol(prev),
-                // byte-order mark at the very start
-                '\u{FEFF}' => i == 0,
-                // line/paragraph separators: treat as newlines
-                '\u{2028}' | '\u{2029}' => {
-                    visible.push('\n');
-                    true
-                }
-                _ => false,
-            };
-            if !legit {
-                out.invisible += 1;
-                out.invisible_example.get_or_insert(c);
-            }
-            continue;
-        }
-        if is_bidi_control(c) {
-            out.bidi += 1;
-            continue;
-        }
-        if is_silent_bidi_mark(c) {
-            continue;
-        }
-        if c.is_control() && c != '\n' && c != '\t' && c != '\r' {
-            continue;
-        }
-        visible.push(c);
-    }
+    // Plain ASCII without control characters (most outputs) has none of them.
+    let visible: Cow<'_, str> = if src
+        .bytes()
+        .all(|b| (0x20..0x7F).contains(&b) || b == b'\n' || b == b'\t' || b == b'\r')
+    {
+        Cow::Borrowed(src)
+    } else {
+        Cow::Owned(strip_hidden(src, &mut out))
+    };
 
     // 3. NFKC, quotes, emphasis, escaped newlines, whitespace.
     let mut text = String::with_capacity(visible.len());
     let mut pending_space = false;
     let mut pending_newline = false;
-    let nfkc: String = visible.nfkc().collect();
+    // text that is already in NFKC (all ASCII, most other text) stays as it is
+    let nfkc: Cow<'_, str> =
+        if visible.is_ascii() || is_nfkc_quick(visible.chars()) == IsNormalized::Yes {
+            Cow::Borrowed(&visible)
+        } else {
+            Cow::Owned(visible.nfkc().collect())
+        };
     let nfkc = unescape_literal_escapes(&nfkc);
     for c in nfkc.chars() {
         let c = match c {
@@ -225,6 +180,83 @@ pub(crate) fn normalize(raw: &str) -> Normalized {
     }
     out.text = text;
     out
+}
+
+/// Step 2 of [`normalize`]: strips (and counts into `out`) invisible, bidi and tag
+/// characters and control characters other than newlines and tabs.
+fn strip_hidden(src: &str, out: &mut Normalized) -> String {
+    let mut visible = String::with_capacity(src.len());
+    let mut in_flag_sequence = false;
+    let mut chars = src.chars().peekable();
+    let mut last: Option<char> = None;
+    while let Some(c) = chars.next() {
+        let prev = last.replace(c);
+        if c.is_ascii() {
+            // none of the characters below is ASCII
+            in_flag_sequence = false;
+            if !c.is_control() || c == '\n' || c == '\t' || c == '\r' {
+                visible.push(c);
+            }
+            continue;
+        }
+        let next = chars.peek().copied();
+        if c == '\u{1F3F4}' {
+            in_flag_sequence = true;
+            visible.push(c);
+            continue;
+        }
+        if is_tag(c) {
+            if in_flag_sequence {
+                if c == '\u{E007F}' {
+                    in_flag_sequence = false;
+                }
+                continue;
+            }
+            let code = c as u32 - 0xE0000;
+            if (0x20..0x7F).contains(&code)
+                && let Some(ch) = char::from_u32(code)
+            {
+                out.hidden_tags.push(ch);
+            }
+            continue;
+        }
+        in_flag_sequence = false;
+        if is_invisible(c) {
+            let legit = match c {
+                // joiners inside emoji sequences or non-Latin scripts
+                '\u{200D}' | '\u{200C}' => {
+                    is_non_ascii_letter_or_symbol(prev) || is_non_ascii_letter_or_symbol(next)
+                }
+                // emoji presentation selectors after a symbol
+                '\u{FE0E}' | '\u{FE0F}' => is_non_ascii_letter_or_symbol(prev),
+                // byte-order mark at the very start
+                '\u{FEFF}' => prev.is_none(),
+                // line/paragraph separators: treat as newlines
+                '\u{2028}' | '\u{2029}' => {
+                    visible.push('\n');
+                    true
+                }
+                _ => false,
+            };
+            if !legit {
+                out.invisible += 1;
+                out.invisible_example.get_or_insert(c);
+            }
+            continue;
+        }
+        if is_bidi_control(c) {
+            out.bidi += 1;
+            continue;
+        }
+        if is_silent_bidi_mark(c) {
+            continue;
+        }
+        if c.is_control() && c != '\n' && c != '\t' && c != '\r' {
+            continue;
+        }
+        visible.push(c);
+    }
+    visible
 }
 
 /// Literal `\n`, `\t`, `\"` and `\'` sequences (text that went through one JSON or
@@ -419,6 +451,70 @@ fn unicode_unescape(s: &str) -> String {
 /// like readable text; the caller normalises and decodes them again (nested layers).
 pub(crate) fn decode_layers(text: &str) -> Vec<(Encoding, String)> {
     let mut found = Vec::new();
+    // One byte pass rules out what cannot be there (the regexes below are exact: each
+    // check is a necessary condition of a match), so typical text skips the regexes.
+    let (base64_run, hex_run) = runs(text);
+    if base64_run {
+        decode_base64_runs(text, &mut found);
+    }
+    if hex_run {
+        for m in HEX_RUN.find_iter(text) {
+            if let Some(s) = decode_hex(m.as_str()) {
+                found.push((Encoding::Hex, s));
+            }
+        }
+    }
+    if text.contains('%') && PERCENT.find_iter(text).take(3).count() >= 3 {
+        let d = percent_decode(text);
+        if d != text {
+            found.push((Encoding::Url, d));
+        }
+    }
+    if text.contains('&') && HTML_ENTITY.find_iter(text).take(2).count() >= 2 {
+        let d = html_decode(text);
+        if d != text {
+            found.push((Encoding::HtmlEntities, d));
+        }
+    }
+    if text.contains('\\') && UNICODE_ESCAPE.find_iter(text).take(3).count() >= 3 {
+        let d = unicode_unescape(text);
+        if d != text {
+            found.push((Encoding::UnicodeEscapes, d));
+        }
+    }
+    found
+}
+
+/// Whether `text` may hold a match of [`BASE64_RUN`] (16 or more characters of the
+/// base64 alphabets in a row) and of [`HEX_RUN`] (`\x` escapes, or 24 or more hex
+/// digits with nothing but spaces and colons between them).
+fn runs(text: &str) -> (bool, bool) {
+    let (mut b64, mut hex_digits) = (0usize, 0usize);
+    let (mut base64_run, mut hex_run) = (false, false);
+    let mut prev = 0u8;
+    for &b in text.as_bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'+' | b'/' | b'_' | b'-') {
+            b64 += 1;
+            base64_run |= b64 >= 16;
+        } else {
+            b64 = 0;
+        }
+        if b.is_ascii_hexdigit() {
+            hex_digits += 1;
+            hex_run |= hex_digits >= 24;
+        } else if b != b' ' && b != b':' {
+            hex_digits = 0;
+        }
+        hex_run |= prev == b'\\' && b == b'x';
+        if base64_run && hex_run {
+            break;
+        }
+        prev = b;
+    }
+    (base64_run, hex_run)
+}
+
+fn decode_base64_runs(text: &str, found: &mut Vec<(Encoding, String)>) {
     for m in BASE64_RUN.find_iter(text) {
         let run = m.as_str();
         // identifiers and words are not base64 payloads
@@ -433,30 +529,6 @@ pub(crate) fn decode_layers(text: &str) -> Vec<(Encoding, String)> {
             found.push((Encoding::Base64, s));
         }
     }
-    for m in HEX_RUN.find_iter(text) {
-        if let Some(s) = decode_hex(m.as_str()) {
-            found.push((Encoding::Hex, s));
-        }
-    }
-    if PERCENT.find_iter(text).take(3).count() >= 3 {
-        let d = percent_decode(text);
-        if d != text {
-            found.push((Encoding::Url, d));
-        }
-    }
-    if HTML_ENTITY.find_iter(text).take(2).count() >= 2 {
-        let d = html_decode(text);
-        if d != text {
-            found.push((Encoding::HtmlEntities, d));
-        }
-    }
-    if UNICODE_ESCAPE.find_iter(text).take(3).count() >= 3 {
-        let d = unicode_unescape(text);
-        if d != text {
-            found.push((Encoding::UnicodeEscapes, d));
-        }
-    }
-    found
 }
 
 #[cfg(test)]

@@ -2,7 +2,7 @@
 //! turns the hits into a scored verdict with reasons.
 
 use std::collections::BTreeMap;
-use std::sync::LazyLock;
+use std::sync::{LazyLock, OnceLock};
 
 use regex::{RegexSet, RegexSetBuilder, SetMatches};
 use serde::{Deserialize, Serialize};
@@ -143,10 +143,6 @@ impl Extraction {
         } else {
             target
         };
-        let text = match target {
-            Target::Text | Target::ParamText => n.text.clone(),
-            Target::Name | Target::ParamName => spaced_identifier(&n.text),
-        };
         if !n.hidden_tags.is_empty() {
             let hidden = normalize::normalize(&n.hidden_tags);
             self.segments.push(Segment {
@@ -158,6 +154,10 @@ impl Extraction {
             self.decode(&location, &hidden.text, vec!["hidden tag characters"], 1);
         }
         self.decode(&location, &n.text, Vec::new(), 0);
+        let text = match target {
+            Target::Text | Target::ParamText => n.text,
+            Target::Name | Target::ParamName => spaced_identifier(&n.text),
+        };
         self.segments.push(Segment {
             location,
             target,
@@ -675,8 +675,8 @@ impl Prefilter {
 #[derive(Debug)]
 pub struct Scanner {
     ruleset: Ruleset,
-    /// Per scope (definition, instructions, output).
-    prefilters: [Option<Prefilter>; 3],
+    /// Per scope (definition, instructions, output), built on first use.
+    prefilters: [OnceLock<Option<Prefilter>>; 3],
 }
 
 static BUILTIN: LazyLock<Scanner> = LazyLock::new(|| {
@@ -686,11 +686,9 @@ static BUILTIN: LazyLock<Scanner> = LazyLock::new(|| {
 
 impl Scanner {
     pub fn new(ruleset: Ruleset) -> Self {
-        let prefilters = [Scope::Definition, Scope::Instructions, Scope::Output]
-            .map(|scope| Prefilter::new(&ruleset, scope));
         Scanner {
             ruleset,
-            prefilters,
+            prefilters: Default::default(),
         }
     }
 
@@ -700,7 +698,9 @@ impl Scanner {
             Scope::Instructions => 1,
             Scope::Output => 2,
         };
-        self.prefilters[i].as_ref()
+        self.prefilters[i]
+            .get_or_init(|| Prefilter::new(&self.ruleset, scope))
+            .as_ref()
     }
 
     /// A scanner for a rules file of your own.
