@@ -256,14 +256,17 @@ fn compile(
         })
 }
 
-/// `pattern` with its word-boundary assertions (`\b`) removed.
+/// `pattern` relaxed into one that matches wherever the original does (a superset), and
+/// that a DFA runs fast: word-boundary assertions (`\b`) removed, bounded repetitions
+/// `{m,n}` opened up to `{m,}`.
 ///
-/// An assertion only ever rejects matches, so the relaxed pattern matches wherever the
-/// original does (a superset): if the relaxed pattern finds nothing, neither does the
-/// original. Unicode word boundaries are what forces the `regex` crate off its fast
-/// DFA onto the PikeVM / backtracker as soon as the text holds one non-ASCII character;
-/// the relaxed patterns keep the DFA, which makes them a cheap, exact prefilter.
-pub(crate) fn relax_word_boundaries(pattern: &str) -> String {
+/// An assertion only ever rejects matches, and `{m,}` accepts all that `{m,n}` does, so
+/// if the relaxed pattern finds nothing, neither does the original: an exact prefilter.
+/// Unicode word boundaries are what forces the `regex` crate off its fast DFA onto the
+/// PikeVM / backtracker as soon as the text holds one non-ASCII character; bounded
+/// repetitions (`[^.]{0,40}?`) multiply the states of a DFA that runs many patterns
+/// at once.
+pub(crate) fn relax_pattern(pattern: &str) -> String {
     let mut out = String::with_capacity(pattern.len());
     let mut chars = pattern.chars().peekable();
     // depth of (possibly nested) character classes
@@ -294,6 +297,24 @@ pub(crate) fn relax_word_boundaries(pattern: &str) -> String {
             ']' if class > 0 && !at_start => {
                 class -= 1;
                 out.push(c);
+            }
+            '{' if class == 0 => {
+                let rest: String = chars.clone().take_while(|&c| c != '}').collect();
+                match rest.split_once(',') {
+                    Some((min, max))
+                        if !max.is_empty()
+                            && min.chars().all(|c| c.is_ascii_digit())
+                            && max.chars().all(|c| c.is_ascii_digit()) =>
+                    {
+                        out.push('{');
+                        out.push_str(min);
+                        out.push_str(",}");
+                        for _ in 0..=rest.chars().count() {
+                            chars.next(); // the bounds and the `}`
+                        }
+                    }
+                    _ => out.push(c),
+                }
             }
             _ => out.push(c),
         }
@@ -422,5 +443,48 @@ impl Ruleset {
     /// The rule with this id.
     pub fn rule(&self, id: &str) -> Option<&Rule> {
         self.rules.iter().find(|r| r.id == id)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn relaxed_patterns() {
+        assert_eq!(relax_pattern(r"\bfoo\s+bar\b"), r"foo\s+bar");
+        assert_eq!(
+            relax_pattern(r"a[^.\n]{0,40}?b{2}c{3,}"),
+            r"a[^.\n]{0,}?b{2}c{3,}"
+        );
+        assert_eq!(relax_pattern(r"\\b[\b]x"), r"\\b[\b]x");
+        assert_eq!(relax_pattern(r"[]{0,3}]\{1,2\}"), r"[]{0,3}]\{1,2\}");
+        assert_eq!(relax_pattern(r"(?:\w+\s+){0,4}?x"), r"(?:\w+\s+){0,}?x");
+    }
+
+    /// Every relaxed pattern compiles and matches wherever its original matches.
+    #[test]
+    fn relaxed_patterns_match_a_superset() {
+        let rs = Ruleset::from_toml(BUILTIN_RULES_TOML).expect("builtin rules");
+        let texts: Vec<&str> = rs
+            .rules
+            .iter()
+            .flat_map(|r| r.examples.positive.iter().chain(&r.examples.negative))
+            .map(String::as_str)
+            .collect();
+        for rule in &rs.rules {
+            let Matcher::Patterns(ps) = &rule.matcher else {
+                continue;
+            };
+            for p in ps {
+                let relaxed = compile(&rule.id, 0, &relax_pattern(p.as_str()), rule.case_sensitive)
+                    .expect("relaxed pattern compiles");
+                for t in &texts {
+                    if p.is_match(t) {
+                        assert!(relaxed.is_match(t), "{}: {} on {t}", rule.id, p.as_str());
+                    }
+                }
+            }
+        }
     }
 }

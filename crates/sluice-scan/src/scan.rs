@@ -11,7 +11,7 @@ use serde_json::Value;
 use crate::normalize::{self, Normalized};
 use crate::rules::{
     BUILTIN_RULES_TOML, Builtin, Matcher, Near, Rule, RulesError, Ruleset, Scope, Severity, Target,
-    relax_word_boundaries,
+    relax_pattern,
 };
 
 /// The verdict of a scan.
@@ -612,10 +612,10 @@ fn name_collision(own: &str, known: &str) -> Option<&'static str> {
 
 /// One pass over a text that rules out the patterns that cannot match it.
 ///
-/// A `RegexSet` of every pattern of the rules of one scope, with the word boundaries
-/// removed ([`relax_word_boundaries`]): exact as a filter (a pattern the set does not
-/// report cannot match), and run by the DFA even on non-ASCII text, where the patterns
-/// themselves (Unicode `\b`) need the much slower PikeVM / backtracker.
+/// A `RegexSet` of every pattern of the rules of one scope, relaxed ([`relax_pattern`]):
+/// exact as a filter (a pattern the set does not report cannot match), and run by the
+/// DFA even on non-ASCII text, where the patterns themselves (Unicode `\b`) need the
+/// much slower PikeVM / backtracker.
 #[derive(Debug)]
 struct Prefilter {
     set: RegexSet,
@@ -633,7 +633,7 @@ impl Prefilter {
                 && rule.applies_to(scope)
             {
                 for re in ps {
-                    let relaxed = relax_word_boundaries(re.as_str());
+                    let relaxed = relax_pattern(re.as_str());
                     rule_slots.push(Some(patterns.len()));
                     patterns.push(if rule.case_sensitive {
                         format!("(?:{relaxed})")
