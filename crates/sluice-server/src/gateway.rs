@@ -190,8 +190,23 @@ impl Gateway {
         let _ = gw.me.set(Arc::downgrade(&gw));
         tokio::spawn(Self::run_events(Arc::downgrade(&gw), events_rx));
         gw.start_store_tasks(writer_rx);
+        // The detector builds its matchers on first use (tens of ms): do it
+        // now, beside the upstreams' start, not on a client's first call.
+        let warm = tokio::task::spawn_blocking(|| {
+            let ctx = sluice_scan::ScanContext::default();
+            let _ = sluice_scan::scan_call_result(
+                &json!({"content": [{"type": "text", "text": "warm-up"}]}),
+                &ctx,
+            );
+            let _ = sluice_scan::scan_definition(
+                &json!({"name": "warm_up", "description": "Warms up."}),
+                &ctx,
+            );
+            let _ = sluice_scan::scan_instructions("Warm up.", &ctx);
+        });
         tracing::info!(store = gw.store.kind(), replica = %gw.replica, "session store open");
         let _ = tokio::time::timeout(wait, join_all(firsts)).await;
+        let _ = warm.await;
         gw.refresh_instructions(false).await;
         Ok(gw)
     }
