@@ -314,3 +314,79 @@ async fn closing_a_2026_response_cancels_the_call_upstream() {
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
 }
+
+#[tokio::test]
+async fn a_2026_client_approves_a_call_through_an_input_required_round() {
+    let cfg = format!(
+        "[sessions]\nstore = \"memory\"\n[[servers]]\nname = \"fx\"\nprefix = \"\"\ncommand = \"{}\"\ntool_approval = {{ echo = \"always\" }}\n",
+        sibling_bin("sluice-fixture").display()
+    );
+    let gw = Gateway::start("approval-2026", &cfg);
+    let c = Client::new(&gw.url);
+    let mut m = meta();
+    m["io.modelcontextprotocol/clientCapabilities"] = json!({"elicitation": {}});
+    let headers = [
+        ("mcp-protocol-version", "2026-07-28"),
+        ("mcp-method", "tools/call"),
+        ("mcp-name", "echo"),
+    ];
+    let call = |extra: Value| {
+        let mut params =
+            json!({"name": "echo", "arguments": {"text": "approved"}, "_meta": m.clone()});
+        if let Value::Object(e) = extra {
+            params.as_object_mut().unwrap().extend(e);
+        }
+        json!({"jsonrpc":"2.0","id":1,"method":"tools/call","params":params})
+    };
+    let r = post(&c, call(json!({})), &headers).await;
+    let res = r.response()["result"].clone();
+    assert_eq!(res["resultType"], "input_required", "{}", r.body);
+    let (key, ask) = res["inputRequests"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .next()
+        .unwrap();
+    assert!(
+        ask["params"]["message"].as_str().unwrap().contains("echo"),
+        "{ask}"
+    );
+    let state = res["requestState"].as_str().unwrap();
+    let yes = json!({key.clone(): {"action": "accept", "content": {"approve": true}}});
+    let r = post(
+        &c,
+        call(json!({"requestState": state, "inputResponses": yes})),
+        &headers,
+    )
+    .await;
+    assert_eq!(
+        r.response()["result"]["content"][0]["text"],
+        "approved",
+        "{}",
+        r.body
+    );
+
+    // Declined: the call does not happen.
+    let r = post(&c, call(json!({})), &headers).await;
+    let res = r.response()["result"].clone();
+    let (key, _) = res["inputRequests"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .next()
+        .unwrap();
+    let no = json!({key.clone(): {"action": "decline"}});
+    let r = post(
+        &c,
+        call(json!({"requestState": res["requestState"].clone(), "inputResponses": no})),
+        &headers,
+    )
+    .await;
+    let res = &r.response()["result"];
+    assert_eq!(res["isError"], true, "{}", r.body);
+    assert_eq!(
+        res["_meta"]["sluice/error"]["code"], "approval_refused",
+        "{}",
+        r.body
+    );
+}
