@@ -110,6 +110,8 @@ pub struct Gateway {
     pub(crate) pins: Option<sluice_store::PinStore>,
     /// The tool lists last checked for shadowing (by identity), so each set is checked once.
     shadow_checked: Mutex<Vec<usize>>,
+    /// Tasks created through the gateway (2025-11-25 tasks): id → (server, session).
+    tasks: Mutex<HashMap<String, (usize, Arc<str>)>>,
     pub(crate) http_client: sluice_upstream::HttpClient,
     me: std::sync::OnceLock<std::sync::Weak<Gateway>>,
 }
@@ -184,6 +186,7 @@ impl Gateway {
             parked: crate::modern::Parked::new(config_state_key),
             pins,
             shadow_checked: Mutex::new(Vec::new()),
+            tasks: Mutex::new(HashMap::new()),
             http_client: client,
             me: std::sync::OnceLock::new(),
         });
@@ -307,6 +310,13 @@ impl Gateway {
         if any("completions") {
             caps.insert("completions".into(), json!({}));
         }
+        // Tasks pass through to the server that created them.
+        if let Some(t) = infos
+            .iter()
+            .find_map(|i| i.capabilities.get("tasks").filter(|t| t.is_object()))
+        {
+            caps.insert("tasks".into(), t.clone());
+        }
         caps.insert("logging".into(), json!({}));
         Value::Object(caps)
     }
@@ -419,6 +429,10 @@ impl Gateway {
                 self.call_uri(sess, method, params, out).await
             }
             "completion/complete" => self.complete(sess, params, out).await,
+            "tasks/get" | "tasks/result" | "tasks/cancel" => {
+                self.call_task(sess, method, params, out).await
+            }
+            "tasks/list" => self.list_tasks(sess).await,
             "logging/setLevel" => self.set_level(sess, params).await,
             _ => Err(RpcError::method_not_found(method).into()),
         }
@@ -504,6 +518,7 @@ impl Gateway {
             .await
         {
             Ok(r) if kind == Kind::Tools => {
+                self.note_task(u, sess, &r);
                 Ok(self.defend_output(up, &exposed, limits::apply(r, &limits)))
             }
             Ok(r) => Ok(r),
@@ -614,6 +629,91 @@ impl Gateway {
         let up = &self.upstream_for(sess, u).await?;
         self.forward_safe(sess, up, "completion/complete", p, out)
             .await
+    }
+
+    /// Remembers a task a tool call created, so its `tasks/*` requests reach its server.
+    fn note_task(&self, u: usize, sess: &Arc<Session>, result: &RawValue) {
+        if !result.get().contains("\"taskId\"") {
+            return;
+        }
+        let id = serde_json::from_str::<Value>(result.get())
+            .ok()
+            .and_then(|v| {
+                v.pointer("/task/taskId")
+                    .and_then(Value::as_str)
+                    .map(str::to_string)
+            });
+        if let Some(id) = id {
+            self.tasks.lock().unwrap().insert(id, (u, sess.id.clone()));
+        }
+    }
+
+    /// `tasks/get`, `tasks/result`, `tasks/cancel`: to the server that created the task.
+    async fn call_task(
+        &self,
+        sess: &Arc<Session>,
+        method: &str,
+        params: Option<&RawValue>,
+        out: &Arc<dyn Outbound>,
+    ) -> Result<Box<RawValue>, Fail> {
+        let p = params_map(params)?;
+        let Some(id) = p.get("taskId").and_then(Value::as_str) else {
+            return Err(RpcError::invalid_params(format!(
+                "{method} needs params.taskId (a string)"
+            ))
+            .into());
+        };
+        let owner = self.tasks.lock().unwrap().get(id).cloned();
+        let Some((u, _)) = owner.filter(|(_, s)| *s == sess.id) else {
+            return Err(RpcError::invalid_params(format!(
+                "Unknown task `{id}`: no task of this session has that id"
+            ))
+            .into());
+        };
+        let up = &self.upstream_for(sess, u).await?;
+        self.forward_safe(sess, up, method, p, out).await
+    }
+
+    /// `tasks/list`: this session's tasks, from every server that has tasks.
+    async fn list_tasks(&self, sess: &Arc<Session>) -> Result<Box<RawValue>, Fail> {
+        let mine: HashMap<String, usize> = self
+            .tasks
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(_, (_, s))| *s == sess.id)
+            .map(|(id, (u, _))| (id.clone(), *u))
+            .collect();
+        let servers: HashSet<usize> = mine.values().copied().collect();
+        let mut tasks = Vec::new();
+        for u in servers {
+            let up = &self.upstreams[u];
+            match up
+                .request("tasks/list", None, CallCtx::new(up.config.timeout), true)
+                .await
+            {
+                Ok(r) => {
+                    let v: Value = serde_json::from_str(r.get()).unwrap_or(Value::Null);
+                    for t in v
+                        .get("tasks")
+                        .and_then(Value::as_array)
+                        .into_iter()
+                        .flatten()
+                    {
+                        if t.get("taskId")
+                            .and_then(Value::as_str)
+                            .is_some_and(|id| mine.contains_key(id))
+                        {
+                            tasks.push(t.clone());
+                        }
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(server = %up.name(), error = %e, "tasks/list failed; its tasks omitted")
+                }
+            }
+        }
+        Ok(raw(json!({"tasks": tasks}).to_string()))
     }
 
     /// Forwards a request that is safe to repeat (reads, completions,
@@ -1493,6 +1593,18 @@ impl Gateway {
                         .collect();
                     for s in subscribed {
                         this.deliver_unsolicited(&s, line.clone());
+                    }
+                } else if method == "notifications/tasks/status" {
+                    let id = params
+                        .as_deref()
+                        .and_then(|p| serde_json::from_str::<Value>(p.get()).ok())
+                        .and_then(|v| v.get("taskId")?.as_str().map(str::to_string));
+                    let owner = id.and_then(|id| self.tasks.lock().unwrap().get(&id).cloned());
+                    let sess =
+                        owner.and_then(|(_, s)| self.sessions.read().unwrap().get(&s).cloned());
+                    match sess {
+                        Some(s) => this.deliver_unsolicited(&s, line),
+                        None => tracing::debug!("task status for no known session; dropped"),
                     }
                 } else if method == "notifications/message" {
                     for s in self.sessions.read().unwrap().values() {
