@@ -448,11 +448,7 @@ impl Gateway {
         out: &Arc<dyn Outbound>,
     ) -> Result<Box<RawValue>, Fail> {
         let mut p = params_map(params)?;
-        let Some(exposed) = p.get("name").and_then(Value::as_str).map(str::to_string) else {
-            return Err(
-                RpcError::invalid_params(format!("{method} needs params.name (a string)")).into(),
-            );
-        };
+        let exposed = required_str(&p, method, "name")?.to_string();
         if kind == Kind::Tools && exposed == HEALTH_TOOL && self.config.gateway.health_tool {
             return Ok(self.health_result(&p));
         }
@@ -546,11 +542,7 @@ impl Gateway {
         out: &Arc<dyn Outbound>,
     ) -> Result<Box<RawValue>, Fail> {
         let p = params_map(params)?;
-        let Some(uri) = p.get("uri").and_then(Value::as_str).map(str::to_string) else {
-            return Err(
-                RpcError::invalid_params(format!("{method} needs params.uri (a string)")).into(),
-            );
-        };
+        let uri = required_str(&p, method, "uri")?.to_string();
         let up = &self.upstream_for(sess, self.route_uri(&uri).await?).await?;
         // 2026 servers have no resources/subscribe: the gateway subscribes
         // through its listen stream and answers the session-era client itself.
@@ -657,12 +649,7 @@ impl Gateway {
         out: &Arc<dyn Outbound>,
     ) -> Result<Box<RawValue>, Fail> {
         let p = params_map(params)?;
-        let Some(id) = p.get("taskId").and_then(Value::as_str) else {
-            return Err(RpcError::invalid_params(format!(
-                "{method} needs params.taskId (a string)"
-            ))
-            .into());
-        };
+        let id = required_str(&p, method, "taskId")?;
         let owner = self.tasks.lock().unwrap().get(id).cloned();
         let Some((u, _)) = owner.filter(|(_, s)| *s == sess.id) else {
             return Err(RpcError::invalid_params(format!(
@@ -745,11 +732,7 @@ impl Gateway {
         params: Option<&RawValue>,
     ) -> Result<Box<RawValue>, Fail> {
         let p = params_map(params)?;
-        let Some(level) = p.get("level").and_then(Value::as_str) else {
-            return Err(
-                RpcError::invalid_params("logging/setLevel needs params.level (a string)").into(),
-            );
-        };
+        let level = required_str(&p, "logging/setLevel", "level")?;
         const LEVELS: [&str; 8] = [
             "debug",
             "info",
@@ -1735,6 +1718,17 @@ fn metric_method(m: &str) -> &'static str {
         "sluice",
     ];
     KNOWN.iter().copied().find(|k| *k == m).unwrap_or("other")
+}
+
+/// `params.{field}` as a string; -32602 naming the method and field otherwise.
+fn required_str<'a>(
+    p: &'a Map<String, Value>,
+    method: &str,
+    field: &str,
+) -> Result<&'a str, RpcError> {
+    p.get(field).and_then(Value::as_str).ok_or_else(|| {
+        RpcError::invalid_params(format!("{method} needs params.{field} (a string)"))
+    })
 }
 
 /// `params` as an object (absent = empty); anything else is -32602.
