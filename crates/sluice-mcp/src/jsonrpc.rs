@@ -40,6 +40,8 @@ pub mod code {
     pub const INTERNAL_ERROR: i64 = -32603;
     /// MCP: resource not found.
     pub const RESOURCE_NOT_FOUND: i64 = -32002;
+    /// MCP 2026-07-28: the request needs a client capability it did not declare.
+    pub const MISSING_CAPABILITY: i64 = -32021;
 }
 
 /// A JSON-RPC error object produced by the gateway itself.

@@ -88,7 +88,7 @@ pub(crate) type IsolatedKey = (Arc<str>, usize);
 /// The aggregating gateway.
 pub struct Gateway {
     pub config: Arc<Config>,
-    upstreams: Vec<Arc<Upstream>>,
+    pub(crate) upstreams: Vec<Arc<Upstream>>,
     caches: Vec<Mutex<Cache>>,
     /// Sessions this replica serves (a cache of the store, see `sessions.rs`).
     pub(crate) sessions: RwLock<HashMap<Arc<str>, Arc<Session>>>,
@@ -429,6 +429,11 @@ impl Gateway {
                 self.call_uri(sess, method, params, out).await
             }
             "completion/complete" => self.complete(sess, params, out).await,
+            "tasks/get" | "tasks/update" | "tasks/cancel"
+                if sess.protocol_version == version::MODERN =>
+            {
+                self.call_task_modern(sess, method, params, out).await
+            }
             "tasks/get" | "tasks/result" | "tasks/cancel" => {
                 self.call_task(sess, method, params, out).await
             }
@@ -514,6 +519,10 @@ impl Gateway {
             .await
         {
             Ok(r) if kind == Kind::Tools => {
+                if sess.protocol_version == version::MODERN {
+                    let r = self.wrap_created_task(up.name(), &exposed, r);
+                    return Ok(self.defend_output(up, &exposed, limits::apply(r, &limits)));
+                }
                 self.note_task(u, sess, &r);
                 Ok(self.defend_output(up, &exposed, limits::apply(r, &limits)))
             }
@@ -705,7 +714,7 @@ impl Gateway {
 
     /// Forwards a request that is safe to repeat (reads, completions,
     /// subscriptions) with the server's timeout; failures name the server.
-    async fn forward_safe(
+    pub(crate) async fn forward_safe(
         &self,
         sess: &Arc<Session>,
         up: &Upstream,
@@ -1389,7 +1398,11 @@ impl Gateway {
     }
 
     /// Exposed tool or prompt name → (upstream, the upstream's own name).
-    async fn route_name(&self, kind: Kind, exposed: &str) -> Result<(usize, String), Fail> {
+    pub(crate) async fn route_name(
+        &self,
+        kind: Kind,
+        exposed: &str,
+    ) -> Result<(usize, String), Fail> {
         if let Some(r) = self.lookup_name(kind, exposed) {
             return Ok(r);
         }
@@ -1721,7 +1734,7 @@ fn metric_method(m: &str) -> &'static str {
 }
 
 /// `params.{field}` as a string; -32602 naming the method and field otherwise.
-fn required_str<'a>(
+pub(crate) fn required_str<'a>(
     p: &'a Map<String, Value>,
     method: &str,
     field: &str,
@@ -1732,7 +1745,7 @@ fn required_str<'a>(
 }
 
 /// `params` as an object (absent = empty); anything else is -32602.
-fn params_map(params: Option<&RawValue>) -> Result<Map<String, Value>, RpcError> {
+pub(crate) fn params_map(params: Option<&RawValue>) -> Result<Map<String, Value>, RpcError> {
     match params {
         None => Ok(Map::new()),
         Some(p) => serde_json::from_str(p.get())

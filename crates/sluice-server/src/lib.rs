@@ -16,6 +16,7 @@ mod report;
 pub mod session;
 mod sessions;
 pub mod stdio;
+mod tasks;
 
 pub use gateway::Gateway;
 pub use sessions::CreateError;

@@ -221,7 +221,10 @@ pub(crate) async fn post(gw: &Arc<Gateway>, headers: &HeaderMap, bytes: Bytes) -
         | "tools/call"
         | "prompts/get"
         | "resources/read"
-        | "completion/complete" => call(gw, req, envelope, headers).await,
+        | "completion/complete"
+        | "tasks/get"
+        | "tasks/update"
+        | "tasks/cancel" => call(gw, req, envelope, headers).await,
         m => error(
             Some(&req.id),
             RpcError::new(-32601, "Method not found").with_data(json!(m)),
@@ -278,6 +281,9 @@ fn validate(headers: &HeaderMap, req: &Request) -> Result<Envelope, RpcError> {
     let named = match req.method.as_str() {
         "tools/call" | "prompts/get" => Some(("name", params.get("name").and_then(Value::as_str))),
         "resources/read" => Some(("uri", params.get("uri").and_then(Value::as_str))),
+        "tasks/get" | "tasks/update" | "tasks/cancel" => {
+            Some(("taskId", params.get("taskId").and_then(Value::as_str)))
+        }
         _ => None,
     };
     if let Some((field, Some(body_value))) = named {
@@ -340,6 +346,12 @@ fn discover(gw: &Gateway) -> String {
     if let Value::Object(c) = &mut caps {
         // logging/setLevel does not exist in 2026; log level travels per request.
         c.remove("logging");
+        // Tasks of 2026 upstreams pass through (crate::tasks); the
+        // session-era `tasks` capability is a different wire.
+        c.remove("tasks");
+        if gw.modern_tasks() {
+            c.insert("extensions".into(), json!({crate::tasks::EXTENSION: {}}));
+        }
     }
     let mut r = json!({
         "supportedVersions": version::MODERN_SUPPORTED,
@@ -536,7 +548,7 @@ impl Parked {
         (t.elapsed() < PARK_FOR).then_some(f)
     }
 
-    fn mac(&self, payload: &str) -> String {
+    pub(crate) fn mac(&self, payload: &str) -> String {
         use hmac::Mac;
         let mut m = HmacSha256::new_from_slice(&self.key).expect("any key length");
         m.update(payload.as_bytes());
@@ -583,10 +595,10 @@ async fn call(gw: &Arc<Gateway>, req: Request, mut env: Envelope, headers: &Head
     }
     let target = env
         .params
-        .get(if method == "resources/read" {
-            "uri"
-        } else {
-            "name"
+        .get(match method.as_str() {
+            "resources/read" => "uri",
+            "tasks/get" | "tasks/update" | "tasks/cancel" => "taskId",
+            _ => "name",
         })
         .and_then(Value::as_str)
         .unwrap_or_default()

@@ -75,6 +75,8 @@ pub(crate) fn name_header(method: &str, params: &str) -> Option<String> {
     let field = match method {
         "tools/call" | "prompts/get" => "name",
         "resources/read" => "uri",
+        // The tasks extension routes its methods by task id.
+        "tasks/get" | "tasks/update" | "tasks/cancel" => "taskId",
         _ => return None,
     };
     let v: Value = serde_json::from_str(params).ok()?;
