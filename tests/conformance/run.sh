@@ -17,8 +17,9 @@
 # It is judged by the suite's exit code, which counts only the scenarios
 # 2026-07-28 scores: its printed Total also counts the scenarios it runs but
 # never scores (the tasks-* extension, pending ones), so that Total may show
-# failures while the run passes. The script prints that Total and the scored
-# summary ("scored: N/M scenarios passed").
+# failures while the run passes (against sluice-fixture itself, which
+# implements the tasks extension, it shows none). The script prints that
+# Total and the scored summary ("scored: N/M scenarios passed").
 #
 # Installs the suites and Node 22 from the committed package-lock.json with
 # `npm ci` when node_modules is missing or stale (needs npm on PATH).

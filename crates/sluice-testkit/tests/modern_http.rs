@@ -706,3 +706,150 @@ async fn legacy_only_ignores_the_stateless_revision() {
     assert_eq!(r.json()["error"]["code"], -32600);
     fx.initialize(json!({})).await;
 }
+
+const TASKS: &str = "io.modelcontextprotocol/tasks";
+
+/// `params` carrying an envelope that declares the tasks extension.
+fn with_tasks(mut params: Value) -> Value {
+    params["_meta"] = envelope(json!({"elicitation": {}, "extensions": {TASKS: {}}}));
+    params
+}
+
+/// tasks/get until the task has `status`.
+async fn task_reaches(fx: &HttpFixture, id: &str, status: &str) -> Value {
+    for i in 0..100 {
+        let r = fx
+            .modern(
+                json!(i),
+                "tasks/get",
+                with_tasks(json!({"taskId": id})),
+                &[],
+            )
+            .await;
+        assert_eq!(r.status, 200, "{}", r.body);
+        let task = r.json()["result"].clone();
+        if task["status"] == status {
+            return task;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("task {id} never reached {status}");
+}
+
+#[tokio::test]
+async fn tasks_extension() {
+    let fx = HttpFixture::spawn(&[]).await;
+    let discover = fx
+        .modern(json!(1), "server/discover", json!({}), &[])
+        .await
+        .json();
+    assert_eq!(
+        discover["result"]["capabilities"]["extensions"][TASKS],
+        json!({})
+    );
+
+    // Without the extension: optional tools run in the request, required
+    // ones and the tasks methods are -32021.
+    let sync = call(
+        &fx,
+        2,
+        json!({"name": "slow_compute", "arguments": {"seconds": 0, "label": "now"}}),
+    )
+    .await;
+    assert_eq!(sync["resultType"], "complete");
+    assert!(sync.get("taskId").is_none(), "{sync}");
+    let r = fx
+        .modern(
+            json!(3),
+            "tools/call",
+            json!({"name": "failing_job", "arguments": {}}),
+            &[],
+        )
+        .await;
+    let e = assert_error(&r, 400, -32021, json!(3));
+    assert_eq!(
+        e["data"]["requiredCapabilities"]["extensions"][TASKS],
+        json!({})
+    );
+    let r = fx
+        .modern(json!(4), "tasks/get", json!({"taskId": "x"}), &[])
+        .await;
+    assert_error(&r, 400, -32021, json!(4));
+
+    // With it: a flat CreateTaskResult, parked input_required, answered by
+    // tasks/update.
+    let r = fx
+        .modern(
+            json!(5),
+            "tools/call",
+            with_tasks(json!({"name": "confirm_delete", "arguments": {"filename": "a.txt"}})),
+            &[],
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let created = r.json()["result"].clone();
+    assert_eq!(created["resultType"], "task");
+    assert_eq!(created["status"], "working");
+    assert!(created.get("task").is_none() && created.get("requestState").is_none());
+    let id = created["taskId"].as_str().expect("taskId").to_owned();
+    let parked = task_reaches(&fx, &id, "input_required").await;
+    assert_eq!(
+        parked["inputRequests"]["confirm"]["method"],
+        "elicitation/create"
+    );
+
+    // Mcp-Name must carry the task id.
+    let get = with_tasks(json!({"taskId": id}));
+    for name in ["other-task", ""] {
+        let r = fx
+            .modern(json!(6), "tasks/get", get.clone(), &[("Mcp-Name", name)])
+            .await;
+        assert_error(&r, 400, -32020, json!(6));
+    }
+
+    let update = with_tasks(json!({"taskId": id, "inputResponses": {
+        "confirm": {"action": "accept", "content": {"confirm": true}},
+    }}));
+    let r = fx.modern(json!(7), "tasks/update", update, &[]).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let ack = r.json()["result"].clone();
+    assert_eq!(ack["resultType"], "complete");
+    assert!(ack.get("taskId").is_none() && ack.get("status").is_none());
+    let done = task_reaches(&fx, &id, "completed").await;
+    assert_eq!(done["result"]["content"][0]["text"], "Deleted a.txt");
+
+    // Cancel: settles cancelled; idempotent; unknown ids are -32602.
+    let long = call(
+        &fx,
+        8,
+        with_tasks(json!({"name": "slow_compute", "arguments": {"seconds": 60}})),
+    )
+    .await;
+    let long_id = long["taskId"].as_str().expect("taskId").to_owned();
+    for i in [9, 10] {
+        let r = fx
+            .modern(
+                json!(i),
+                "tasks/cancel",
+                with_tasks(json!({"taskId": long_id})),
+                &[],
+            )
+            .await;
+        assert_eq!(r.status, 200, "{}", r.body);
+    }
+    task_reaches(&fx, &long_id, "cancelled").await;
+    let r = fx
+        .modern(
+            json!(11),
+            "tasks/cancel",
+            with_tasks(json!({"taskId": "no-such-task"})),
+            &[],
+        )
+        .await;
+    assert_error(&r, 400, -32602, json!(11));
+    // The 2025 methods are gone.
+    let r = fx
+        .modern(json!(12), "tasks/list", with_tasks(json!({})), &[])
+        .await;
+    assert_error(&r, 404, -32601, json!(12));
+}

@@ -318,6 +318,7 @@ pub fn modern_headers(body: &Value, extra: &[(&str, &str)]) -> Vec<(String, Stri
     let name = match body["method"].as_str() {
         Some("tools/call" | "prompts/get") => body["params"]["name"].as_str(),
         Some("resources/read") => body["params"]["uri"].as_str(),
+        Some("tasks/get" | "tasks/update" | "tasks/cancel") => body["params"]["taskId"].as_str(),
         _ => None,
     };
     if let Some(name) = name {
