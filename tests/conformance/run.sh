@@ -14,12 +14,12 @@
 #
 # Opt-in third run, the stateless revision (CONFORMANCE_2026=1):
 #   - @modelcontextprotocol/conformance 0.2.0-alpha.12  server --requirements 2026-07-28
-# It is judged by the suite's exit code, which counts only the scenarios
-# 2026-07-28 scores: its printed Total also counts the scenarios it runs but
-# never scores (the tasks-* extension, pending ones), so that Total may show
-# failures while the run passes (against sluice-fixture itself, which
-# implements the tasks extension, it shows none). The script prints that
-# Total and the scored summary ("scored: N/M scenarios passed").
+# It must exit 0 (the suite's exit code counts only the scenarios 2026-07-28
+# scores) AND print 0 failures in its Total, which also counts the scenarios
+# it runs but never scores (the tasks-* extension, pending ones).
+# CONFORMANCE_2026_SCORED_ONLY=1 judges by the exit code alone, for an
+# upstream without the tasks extension. The script prints that Total and the
+# scored summary ("scored: N/M scenarios passed").
 #
 # Installs the suites and Node 22 from the committed package-lock.json with
 # `npm ci` when node_modules is missing or stale (needs npm on PATH).
@@ -30,6 +30,7 @@
 #   CONFORMANCE_TIMEOUT      seconds allowed for each suite run (default 600)
 #   CONFORMANCE_2026         1: also run the 2026-07-28 requirements (above);
 #                            only: run just that one
+#   CONFORMANCE_2026_SCORED_ONLY 1: judge the 2026 run by the scored scenarios only
 #   CONFORMANCE_BASELINE_0_1_16, CONFORMANCE_BASELINE_ALPHA
 #                            optional --expected-failures YAML files; when set,
 #                            that suite is judged by its exit code
@@ -154,7 +155,7 @@ run_suite() {
 }
 
 # run_2026: the alpha at --requirements 2026-07-28, judged by its exit code
-# (scored scenarios only); not added to the combined Total below.
+# and its Total (see above); not added to the combined Total below.
 run_2026() {
     local label="conformance-$ALPHA_VERSION (2026-07-28)"
     local log="$WORK/conformance-2026.log"
@@ -186,6 +187,13 @@ run_2026() {
             printf "scored: %d/%d scenarios passed%s", ok, n, (bad == "" ? "" : ", failing:" bad)
         }' "$log")"
     SUMMARIES+=("$label: $total; $scored (exit $rc)")
+    local failed
+    failed="$(sed -E 's/^Total: [0-9]+ passed, ([0-9]+) failed.*/\1/' <<<"$total")"
+    # Strict: the unscored scenarios (tasks-*) must pass too, unless asked not to.
+    if [[ "${CONFORMANCE_2026_SCORED_ONLY:-}" != "1" && "$failed" != "0" ]]; then
+        echo "run.sh: $label: $failed failed checks (unscored scenarios included)" >&2
+        rc=1
+    fi
     if [[ $rc -ne 0 ]]; then
         STATUS=1
         grep -E '^\s+- |Error:|✗' "$log" | head -60 >&2

@@ -90,7 +90,13 @@ fn two_fixtures() -> String {
 }
 
 /// A 2026 request; `ext` declares the tasks extension.
-async fn modern(c: &Client, method: &str, mut params: Value, ext: bool, name: Option<&str>) -> common::Reply {
+async fn modern(
+    c: &Client,
+    method: &str,
+    mut params: Value,
+    ext: bool,
+    name: Option<&str>,
+) -> common::Reply {
     let caps = if ext {
         json!({"extensions": {EXT: {}}, "elicitation": {}})
     } else {
@@ -111,7 +117,10 @@ async fn modern(c: &Client, method: &str, mut params: Value, ext: bool, name: Op
     if let Some(n) = name {
         rb = rb.header("mcp-name", n);
     }
-    Client::send(rb.body(json!({"jsonrpc": "2.0", "id": 1, "method": method, "params": params}).to_string())).await
+    Client::send(
+        rb.body(json!({"jsonrpc": "2.0", "id": 1, "method": method, "params": params}).to_string()),
+    )
+    .await
 }
 
 async fn task_get(c: &Client, id: &str) -> Value {
@@ -134,11 +143,21 @@ async fn settle(c: &Client, id: &str) -> Value {
 }
 
 async fn create(c: &Client, tool: &str, args: Value) -> String {
-    let r = modern(c, "tools/call", json!({"name": tool, "arguments": args}), true, Some(tool)).await;
+    let r = modern(
+        c,
+        "tools/call",
+        json!({"name": tool, "arguments": args}),
+        true,
+        Some(tool),
+    )
+    .await;
     let res = r.response()["result"].clone();
     assert_eq!(res["resultType"], "task", "{}", r.body);
     assert!(res.get("requestState").is_none(), "{res}");
-    res["taskId"].as_str().unwrap_or_else(|| panic!("{res}")).to_string()
+    res["taskId"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{res}"))
+        .to_string()
 }
 
 #[tokio::test]
@@ -171,19 +190,48 @@ async fn tasks_of_2026_servers_pass_through_to_2026_clients() {
         assert!(Instant::now() < deadline, "never asked for input: {t}");
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
-    let keys: Vec<String> = waiting["inputRequests"].as_object().unwrap().keys().cloned().collect();
+    let keys: Vec<String> = waiting["inputRequests"]
+        .as_object()
+        .unwrap()
+        .keys()
+        .cloned()
+        .collect();
     assert!(!keys.is_empty(), "{waiting}");
     let answers: serde_json::Map<String, Value> = keys
         .iter()
-        .map(|k| (k.clone(), json!({"action": "accept", "content": {"confirm": true}})))
+        .map(|k| {
+            (
+                k.clone(),
+                json!({"action": "accept", "content": {"confirm": true}}),
+            )
+        })
         .collect();
-    let r = modern(&c, "tasks/update", json!({"taskId": id_b, "inputResponses": answers}), true, Some(&id_b)).await;
-    assert_eq!(r.response()["result"]["resultType"], "complete", "{}", r.body);
+    let r = modern(
+        &c,
+        "tasks/update",
+        json!({"taskId": id_b, "inputResponses": answers}),
+        true,
+        Some(&id_b),
+    )
+    .await;
+    assert_eq!(
+        r.response()["result"]["resultType"],
+        "complete",
+        "{}",
+        r.body
+    );
     assert_eq!(settle(&c, &id_b).await["status"], "completed");
 
     // Cancel is acknowledged and the task ends cancelled.
     let long = create(&c, "a__slow_compute", json!({"seconds": 60, "label": "y"})).await;
-    let r = modern(&c, "tasks/cancel", json!({"taskId": long}), true, Some(&long)).await;
+    let r = modern(
+        &c,
+        "tasks/cancel",
+        json!({"taskId": long}),
+        true,
+        Some(&long),
+    )
+    .await;
     let ack = &r.response()["result"];
     assert_eq!(ack["resultType"], "complete", "{}", r.body);
     assert!(ack.get("status").is_none(), "{ack}");
@@ -194,13 +242,29 @@ async fn tasks_of_2026_servers_pass_through_to_2026_clients() {
     assert_eq!((r.status, r.error_code()), (400, -32021), "{}", r.body);
     assert!(r.response()["error"]["data"]["requiredCapabilities"]["extensions"][EXT].is_object());
     // A tool that requires a task, called without the extension: the server's -32021.
-    let r = modern(&c, "tools/call", json!({"name": "a__failing_job", "arguments": {}}), false, Some("a__failing_job")).await;
+    let r = modern(
+        &c,
+        "tools/call",
+        json!({"name": "a__failing_job", "arguments": {}}),
+        false,
+        Some("a__failing_job"),
+    )
+    .await;
     assert_eq!(r.error_code(), -32021, "{}", r.body);
 
     // An id the gateway did not make, or altered: unknown (-32602).
-    for bad in ["nope".to_string(), id.replacen("st1.", "st1.A", 1), format!("{id}x")] {
+    for bad in [
+        "nope".to_string(),
+        id.replacen("st1.", "st1.A", 1),
+        format!("{id}x"),
+    ] {
         let r = modern(&c, "tasks/get", json!({"taskId": bad}), true, Some(&bad)).await;
-        assert_eq!((r.status, r.error_code()), (400, -32602), "{bad}: {}", r.body);
+        assert_eq!(
+            (r.status, r.error_code()),
+            (400, -32602),
+            "{bad}: {}",
+            r.body
+        );
     }
     // The routing header must name the task.
     let r = modern(&c, "tasks/get", json!({"taskId": id}), true, Some("other")).await;
