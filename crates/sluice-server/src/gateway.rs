@@ -106,6 +106,8 @@ pub struct Gateway {
     pub(crate) isolated: Mutex<HashMap<IsolatedKey, Arc<Upstream>>>,
     /// 2026 calls waiting for the client's input (`input_required`).
     pub(crate) parked: crate::modern::Parked,
+    /// 2026 retries relayed to or from the replica holding their parked call.
+    pub(crate) relays: crate::relay::Relays,
     /// Pinned tool definitions (trust on first use).
     pub(crate) pins: Option<sluice_store::PinStore>,
     /// The tool lists last checked for shadowing (by identity), so each set is checked once.
@@ -184,6 +186,7 @@ impl Gateway {
             metrics: Metrics::new(),
             isolated: Mutex::new(HashMap::new()),
             parked: crate::modern::Parked::new(config_state_key),
+            relays: crate::relay::Relays::default(),
             pins,
             shadow_checked: Mutex::new(Vec::new()),
             tasks: Mutex::new(HashMap::new()),

@@ -12,6 +12,7 @@ mod isolation;
 mod limits;
 mod metrics;
 mod modern;
+mod relay;
 mod report;
 pub mod session;
 mod sessions;

@@ -579,7 +579,11 @@ impl Parked {
     }
 }
 
-fn invalid_state(reason: &str) -> RpcError {
+/// Why a retry's state no longer names a parked call.
+const CALL_ENDED: &str =
+    "its call already completed or waited too long; send the request again without requestState";
+
+pub(crate) fn invalid_state(reason: &str) -> RpcError {
     RpcError::invalid_params(format!("Invalid or expired requestState: {reason}"))
         .with_data(json!({"reason": "invalid_request_state"}))
 }
@@ -642,21 +646,14 @@ async fn call(gw: &Arc<Gateway>, req: Request, mut env: Envelope, headers: &Head
                     invalid_state("it belongs to another request"),
                 );
             }
+            let key = claims["k"].as_str().unwrap_or_default();
             if claims["r"] != gw.replica() {
-                return error(
-                    Some(&req.id),
-                    invalid_state(
-                        "the call it continues is held by another gateway instance; send the request again without requestState",
-                    ),
-                );
+                // The call is parked on another replica: it continues there.
+                let holder = claims["r"].as_str().unwrap_or_default();
+                return crate::relay::relay_retry(gw, holder, key, &req.id, responses).await;
             }
-            let Some(mut f) = gw.parked.take(claims["k"].as_str().unwrap_or_default()) else {
-                return error(
-                    Some(&req.id),
-                    invalid_state(
-                        "its call already completed or waited too long; send the request again without requestState",
-                    ),
-                );
+            let Some(mut f) = gw.parked.take(key) else {
+                return error(Some(&req.id), invalid_state(CALL_ENDED));
             };
             answer_inputs(&mut f, responses.as_ref());
             f
@@ -705,6 +702,22 @@ fn start(gw: &Arc<Gateway>, method: &str, target: String, env: Envelope) -> Flig
     }
 }
 
+/// Continues a call parked here for a retry another replica relayed
+/// (`crate::relay`): its answer as `drive` gives it to a client that takes
+/// no stream, as a response line and its HTTP status.
+pub(crate) async fn continue_parked(
+    gw: &Gateway,
+    id: &Id,
+    key: &str,
+    responses: Option<&Value>,
+) -> (String, StatusCode) {
+    let Some(mut f) = gw.parked.take(key) else {
+        return error_line(id, invalid_state(CALL_ENDED));
+    };
+    answer_inputs(&mut f, responses);
+    settle(gw, id, f).await
+}
+
 /// Hands the client's answers to the upstream requests waiting for them.
 fn answer_inputs(f: &mut Flight, responses: Option<&Value>) {
     let Some(Value::Object(responses)) = responses else {
@@ -744,10 +757,40 @@ fn input_required(gw: &Gateway, id: &Id, f: Flight) -> String {
     jsonrpc::response_ok(id, &result.to_string())
 }
 
+fn error_line(id: &Id, err: RpcError) -> (String, StatusCode) {
+    (
+        jsonrpc::response_err(Some(id), &err.to_json()),
+        status_for(err.code),
+    )
+}
+
+/// Runs a call until its answer or its next need for input; interim
+/// messages are not sent. The answer for a client that takes no stream.
+async fn settle(gw: &Gateway, id: &Id, mut f: Flight) -> (String, StatusCode) {
+    if !f.asked.is_empty() {
+        // Answers to only some of the questions: ask the rest again.
+        return (input_required(gw, id, f), StatusCode::OK);
+    }
+    loop {
+        match f.next().await {
+            Step::Note(_) => {}
+            Step::Input => return (input_required(gw, id, f), StatusCode::OK),
+            Step::Done(o) => return outcome_line(id, &o),
+            Step::Gone => {
+                return error_line(id, RpcError::internal("the call ended without an answer"));
+            }
+        }
+    }
+}
+
 /// Answers a call: plain JSON when the answer (or a need for input) comes
 /// before anything else, an SSE stream otherwise. Closing the response
 /// cancels the call.
 async fn drive(gw: &Arc<Gateway>, id: Id, mut f: Flight, accepts_sse: bool) -> Response {
+    if !accepts_sse {
+        let (line, status) = settle(gw, &id, f).await;
+        return json_line(line, status);
+    }
     if !f.asked.is_empty() {
         // Answers to only some of the questions: ask the rest again.
         return json_line(input_required(gw, &id, f), StatusCode::OK);
@@ -766,25 +809,6 @@ async fn drive(gw: &Arc<Gateway>, id: Id, mut f: Flight, accepts_sse: bool) -> R
         }
         Step::Note(n) => n,
     };
-    if !accepts_sse {
-        // No stream: wait for the answer; interim messages are not sent.
-        loop {
-            match f.next().await {
-                Step::Note(_) => {}
-                Step::Input => return json_line(input_required(gw, &id, f), StatusCode::OK),
-                Step::Done(o) => {
-                    let (line, status) = outcome_line(&id, &o);
-                    return json_line(line, status);
-                }
-                Step::Gone => {
-                    return error(
-                        Some(&id),
-                        RpcError::internal("the call ended without an answer"),
-                    );
-                }
-            }
-        }
-    }
     struct St {
         first: Option<String>,
         flight: Option<Flight>,
@@ -823,7 +847,7 @@ async fn drive(gw: &Arc<Gateway>, id: Id, mut f: Flight, accepts_sse: bool) -> R
         .expect("valid response")
 }
 
-fn json_line(line: String, status: StatusCode) -> Response {
+pub(crate) fn json_line(line: String, status: StatusCode) -> Response {
     (status, [(header::CONTENT_TYPE, "application/json")], line).into_response()
 }
 

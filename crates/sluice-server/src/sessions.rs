@@ -5,7 +5,8 @@
 //! here (calls in flight, requests awaiting the client, attached readers).
 //! Messages that must reach another replica (a client's answer to a request
 //! that replica is waiting on, a cancellation, a notification for a stream it
-//! holds, the end of a session) travel on the store's bus.
+//! holds, the end of a session, a 2026 retry for a call parked elsewhere:
+//! `relay.rs`) travel on the store's bus.
 
 use crate::gateway::{Gateway, Initialized};
 use crate::session::{LogOp, Session, now_ms};
@@ -262,7 +263,7 @@ impl Gateway {
         });
     }
 
-    fn on_bus(&self, msg: BusMessage) {
+    fn on_bus(self: &Arc<Self>, msg: BusMessage) {
         let local = |id: &str| self.sessions.read().unwrap().get(id).cloned();
         match msg {
             BusMessage::ClientResponse { session, message } => {
@@ -289,6 +290,17 @@ impl Gateway {
                 }
             }
             BusMessage::SessionEnded { session } => self.forget_local(&session),
+            BusMessage::MrtrRetry {
+                key,
+                id,
+                responses,
+                reply_to,
+                corr,
+            } => self.serve_relayed(key, id, responses, reply_to, corr),
+            BusMessage::MrtrAnswer { corr, line, status } => {
+                self.relayed_answer(&corr, line, status)
+            }
+            BusMessage::MrtrCancel { corr } => self.cancel_relayed(&corr),
         }
     }
 }

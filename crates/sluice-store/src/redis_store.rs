@@ -302,6 +302,25 @@ pub enum BusMessage {
     Unsolicited { session: String, message: String },
     /// The session ended: forget it.
     SessionEnded { session: String },
+    /// A 2026 client's retry of a call parked on the target replica
+    /// (`input_required`): continue it with `responses` and send the answer,
+    /// under `corr`, to `reply_to`. `id` is the client's JSON-RPC id.
+    MrtrRetry {
+        key: String,
+        id: serde_json::Value,
+        responses: serde_json::Value,
+        reply_to: String,
+        corr: String,
+    },
+    /// The answer to a relayed retry: the JSON-RPC response line for the
+    /// client and its HTTP status.
+    MrtrAnswer {
+        corr: String,
+        line: String,
+        status: u16,
+    },
+    /// The replica that relayed a retry stopped waiting for it: abort the call.
+    MrtrCancel { corr: String },
 }
 
 /// Redis pub/sub between replicas.
@@ -316,16 +335,18 @@ impl Bus {
         format!("{}{}", self.prefix, parts.join(":"))
     }
 
-    async fn publish(&self, channel: String, payload: String) -> Result<(), StoreError> {
+    /// Publishes `payload`; returns how many listeners received it.
+    async fn publish(&self, channel: String, payload: String) -> Result<usize, StoreError> {
         let mut c = self.lazy.get().await?;
-        tokio::time::timeout(OP_TIMEOUT, c.publish::<_, _, ()>(channel, payload))
+        tokio::time::timeout(OP_TIMEOUT, c.publish::<_, _, usize>(channel, payload))
             .await
             .map_err(|_| unavailable("publish timed out"))?
             .map_err(unavailable)
     }
 
-    /// Sends `msg` to one replica (`Some`) or to all (`None`).
-    pub async fn send(&self, to: Option<&str>, msg: &BusMessage) -> Result<(), StoreError> {
+    /// Sends `msg` to one replica (`Some`) or to all (`None`); returns how
+    /// many listeners received it (0: nobody was listening, it is lost).
+    pub async fn send(&self, to: Option<&str>, msg: &BusMessage) -> Result<usize, StoreError> {
         let ch = match to {
             Some(r) => self.channel(&["replica", r]),
             None => self.channel(&["all"]),
@@ -351,6 +372,7 @@ impl Bus {
         };
         self.publish(self.channel(&["stream", session, stream]), payload)
             .await
+            .map(drop)
     }
 
     /// Receives this replica's messages (and broadcasts) until the receiver is dropped;

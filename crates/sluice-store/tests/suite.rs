@@ -221,6 +221,15 @@ async fn the_redis_bus_carries_messages_and_stream_events() {
         }
     }
     assert_eq!(got, Some(msg));
+    // A send says how many listeners got it: 1 here, 0 for a replica nobody hears.
+    let answer = sluice_store::BusMessage::MrtrAnswer {
+        corr: "c1".into(),
+        line: r#"{"jsonrpc":"2.0","id":1,"result":{}}"#.into(),
+        status: 200,
+    };
+    assert_eq!(bus.send(Some("replica-a"), &answer).await.unwrap(), 1);
+    assert_eq!(inbox.recv().await, Some(answer.clone()));
+    assert_eq!(bus.send(Some("replica-gone"), &answer).await.unwrap(), 0);
 
     let mut follow = bus.follow("s1", "x9").await.unwrap();
     bus.stream_event("s1", "x9", 3, Some("{\"a\":1}"))

@@ -486,3 +486,194 @@ async fn a_stream_whose_replica_died_ends_with_an_explicit_error_elsewhere() {
         started.elapsed()
     );
 }
+
+/// Two replicas on one Redis and one `gateway.state_key`, with a
+/// session-era fixture (its server-to-client requests become
+/// `input_required` rounds for 2026 clients); `test_sampling` and `slow`
+/// need approval first, so `test_sampling` takes two rounds.
+fn mrtr_config(prefix: &str) -> String {
+    format!(
+        "[gateway]\nstate_key = \"{}\"\n[sessions]\nstore = \"redis\"\nredis_url = \"redis://127.0.0.1:6379\"\nkey_prefix = \"{prefix}:\"\n[[servers]]\nname = \"fx\"\ncommand = \"{}\"\nargs = [\"--era\", \"legacy\"]\ntool_approval = {{ test_sampling = \"always\", slow = \"always\" }}\n",
+        "k".repeat(64),
+        sibling_bin("sluice-fixture").display()
+    )
+}
+
+/// A 2026 `tools/call` of `tool` to `url`, with `extra` params (a retry's
+/// `requestState` and `inputResponses`).
+async fn call_2026(url: &str, id: Value, tool: &str, args: Value, extra: Value) -> common::Reply {
+    let mut params = json!({"name": tool, "arguments": args, "_meta": {
+        "io.modelcontextprotocol/protocolVersion": "2026-07-28",
+        "io.modelcontextprotocol/clientCapabilities": {"elicitation": {}, "sampling": {}},
+        "io.modelcontextprotocol/clientInfo": {"name": "t", "version": "1"}
+    }});
+    if let Value::Object(e) = extra {
+        params.as_object_mut().unwrap().extend(e);
+    }
+    Client::send(
+        common::http()
+            .post(url)
+            .header("content-type", "application/json")
+            .header("accept", "application/json, text/event-stream")
+            .header("mcp-protocol-version", "2026-07-28")
+            .header("mcp-method", "tools/call")
+            .header("mcp-name", tool)
+            .body(
+                json!({"jsonrpc":"2.0","id":id,"method":"tools/call","params":params}).to_string(),
+            ),
+    )
+    .await
+}
+
+/// The one question of an `input_required` answer: (its key, its request), and the state.
+fn asked(r: &common::Reply) -> (String, Value, String) {
+    let res = r.response()["result"].clone();
+    assert_eq!(res["resultType"], "input_required", "{}", r.body);
+    let (key, ask) = res["inputRequests"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .next()
+        .unwrap();
+    let state = res["requestState"].as_str().unwrap().to_string();
+    (key.clone(), ask.clone(), state)
+}
+
+#[tokio::test]
+async fn a_2026_retry_continues_its_call_on_any_replica() {
+    let cfg = mrtr_config(&unique("mrtr"));
+    let a = Gateway::start("mrtr-a", &cfg);
+    let b = Gateway::start("mrtr-b", &cfg);
+    let tool = "fx__test_elicitation";
+    let args = json!({"message": "name?"});
+
+    // Asked on A; a tampered state is refused on B.
+    let r = call_2026(&a.url, json!(1), tool, args.clone(), json!({})).await;
+    let (key, ask, state) = asked(&r);
+    assert_eq!(ask["method"], "elicitation/create", "{ask}");
+    let r = call_2026(
+        &b.url,
+        json!(2),
+        tool,
+        args.clone(),
+        json!({"requestState": format!("{state}x"), "inputResponses": {}}),
+    )
+    .await;
+    assert_eq!((r.status, r.error_code()), (400, -32602), "{}", r.body);
+
+    // Answered on B: the call parked on A continues there, and B relays its result.
+    let answer = json!({key: {"action": "accept", "content": {"username": "bob", "email": "b@example.com"}}});
+    let retry = json!({"requestState": state, "inputResponses": answer});
+    let r = call_2026(&b.url, json!("on-b"), tool, args.clone(), retry.clone()).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let resp = r.response();
+    assert_eq!(resp["id"], "on-b", "the client's own id: {}", r.body);
+    assert_eq!(resp["result"]["resultType"], "complete", "{}", r.body);
+    assert!(
+        r.body.contains("bob"),
+        "the tool saw the answer: {}",
+        r.body
+    );
+    // The state was used: A says so, through B.
+    let r = call_2026(&b.url, json!(3), tool, args, retry).await;
+    assert_eq!((r.status, r.error_code()), (400, -32602), "{}", r.body);
+    assert!(r.body.contains("already completed"), "{}", r.body);
+
+    // Two rounds (the gateway's approval, then the tool's sampling request),
+    // both answered on B; the second round is parked on A again.
+    let tool = "fx__test_sampling";
+    let args = json!({"prompt": "hi"});
+    let r = call_2026(&a.url, json!(4), tool, args.clone(), json!({})).await;
+    let (key, ask, state) = asked(&r);
+    assert_eq!(ask["method"], "elicitation/create", "approval: {ask}");
+    let yes = json!({key: {"action": "accept", "content": {"approve": true}}});
+    let r = call_2026(
+        &b.url,
+        json!(5),
+        tool,
+        args.clone(),
+        json!({"requestState": state, "inputResponses": yes}),
+    )
+    .await;
+    let (key, ask, state) = asked(&r);
+    assert_eq!(ask["method"], "sampling/createMessage", "{ask}");
+    let sampled = json!({key: {"role": "assistant", "content": {"type": "text", "text": "relayed twice"}, "model": "m", "stopReason": "endTurn"}});
+    let r = call_2026(
+        &b.url,
+        json!(6),
+        tool,
+        args,
+        json!({"requestState": state, "inputResponses": sampled}),
+    )
+    .await;
+    assert_eq!(r.response()["id"], 6, "{}", r.body);
+    assert_eq!(
+        r.response()["result"]["content"][0]["text"],
+        "LLM response: relayed twice",
+        "{}",
+        r.body
+    );
+
+    // A client that leaves while B waits cancels the call on A.
+    let (tool, args) = ("fx__slow", json!({"ms": 20000}));
+    let r = call_2026(&a.url, json!(7), tool, args.clone(), json!({})).await;
+    let (key, _, state) = asked(&r);
+    let yes = json!({key: {"action": "accept", "content": {"approve": true}}});
+    let retry = call_2026(
+        &b.url,
+        json!(8),
+        tool,
+        args,
+        json!({"requestState": state, "inputResponses": yes}),
+    );
+    assert!(
+        tokio::time::timeout(Duration::from_millis(1500), retry)
+            .await
+            .is_err(),
+        "slow answers after 20 s"
+    );
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !a.logs().contains("fixture: cancelled request") {
+        assert!(
+            Instant::now() < deadline,
+            "the upstream was not told: {}",
+            a.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_2026_retry_whose_holder_died_is_told_to_start_again() {
+    let cfg = mrtr_config(&unique("mrtrdead"));
+    let a = Gateway::start("mrtrdead-a", &cfg);
+    let b = Gateway::start("mrtrdead-b", &cfg);
+    let tool = "fx__test_elicitation";
+    let r = call_2026(&a.url, json!(1), tool, json!({}), json!({})).await;
+    let (key, _, state) = asked(&r);
+    Command::new("kill")
+        .args(["-9", &a.pid().to_string()])
+        .status()
+        .unwrap();
+
+    // Until A's heartbeat expires it counts as alive, but nothing hears it:
+    // 503, retry shortly. Then: gone, send the request again.
+    let retry = json!({"requestState": state, "inputResponses": {key: {"action": "decline"}}});
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let r = loop {
+        let r = call_2026(&b.url, json!(2), tool, json!({}), retry.clone()).await;
+        if r.status != 503 {
+            break r;
+        }
+        assert!(r.body.contains("not receiving messages"), "{}", r.body);
+        assert!(r.headers.contains_key("retry-after"));
+        assert!(Instant::now() < deadline, "still 503: {}", r.body);
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    assert_eq!((r.status, r.error_code()), (400, -32602), "{}", r.body);
+    assert!(
+        r.body.contains("holding its call stopped") && r.body.contains("without requestState"),
+        "{}",
+        r.body
+    );
+}
