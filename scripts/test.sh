@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Runs every test of Sluice, installing what the tests need first:
+# Runs every test of Sluice, installing what the tests need first (and starting
+# Redis and PostgreSQL on loopback if they are not running):
 #   - Rust: cargo fmt --check, clippy -D warnings, cargo test --workspace
 #   - end to end: the Python SDK (mcp 2.x) and the TypeScript SDK through the gateway
 #   - the official conformance suites (0.1.16 and the pinned 0.2.0 alpha) through the gateway
@@ -45,6 +46,21 @@ if ! (exec 3<>/dev/tcp/127.0.0.1/6379) 2>/dev/null; then
     for _ in $(seq 1 50); do (exec 3<>/dev/tcp/127.0.0.1/6379) 2>/dev/null && break; sleep 0.1; done
 fi
 echo "Redis is up"
+
+step "services: PostgreSQL on 127.0.0.1:5432 (pins in PostgreSQL and their tests)"
+# The pin tests read SLUICE_TEST_POSTGRES_URL; they fail (never skip) without PostgreSQL.
+export SLUICE_TEST_POSTGRES_URL="${SLUICE_TEST_POSTGRES_URL:-postgres://postgres@127.0.0.1:5432/test}"
+pg_up() { pg_isready -q -h 127.0.0.1 -p 5432; }
+command -v pg_isready >/dev/null || { echo "pg_isready is not installed (apt-get install postgresql)"; exit 1; }
+if ! pg_up; then
+    command -v pg_ctlcluster >/dev/null || { echo "PostgreSQL is not installed (apt-get install postgresql)"; exit 1; }
+    pg_version="$(ls /etc/postgresql | sort -V | tail -1)"
+    [[ -n "$pg_version" ]] || { echo "no PostgreSQL cluster in /etc/postgresql"; exit 1; }
+    pg_ctlcluster --skip-systemctl-redirect "$pg_version" main start || true
+    for _ in $(seq 1 60); do pg_up && break; sleep 0.5; done
+    pg_up || { echo "PostgreSQL $pg_version/main did not accept connections on 127.0.0.1:5432 within 30 s"; exit 1; }
+fi
+echo "PostgreSQL is up ($SLUICE_TEST_POSTGRES_URL)"
 
 # ---- Rust ----
 step "cargo fmt --check"

@@ -152,7 +152,11 @@ pub enum Approval {
 #[derive(Debug, Clone)]
 pub struct Defence {
     /// The pin database (SQLite); relative paths are relative to the config file.
+    /// Ignored when `pins_url` is set.
     pub pins_path: PathBuf,
+    /// A PostgreSQL URL (`postgres://` or `postgresql://`): pins live there,
+    /// shared by every replica. Unset by default (SQLite at `pins_path`).
+    pub pins_url: Option<Secret>,
     /// Scan every tool output; default true.
     pub scan_outputs: bool,
 }

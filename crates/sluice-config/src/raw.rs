@@ -44,6 +44,7 @@ struct RawGateway {
 #[serde(deny_unknown_fields)]
 struct RawDefence {
     pins_path: Option<String>,
+    pins_url: Option<String>,
     scan_outputs: Option<bool>,
 }
 
@@ -621,15 +622,31 @@ pub(crate) fn validate(
         });
     }
 
+    let defence = Defence {
+        pins_path: PathBuf::from(c.expand(
+            "defence.pins_path",
+            raw.defence.pins_path.as_deref().unwrap_or("sluice-pins.db"),
+        )),
+        pins_url: raw.defence.pins_url.as_deref().map(|u| {
+            let before = c.problems.len();
+            let url = c.expand("defence.pins_url", u);
+            // The URL may carry a password: the error names the key, never the value.
+            if c.problems.len() == before
+                && !(url.starts_with("postgres://") || url.starts_with("postgresql://"))
+            {
+                c.fail(
+                    "defence.pins_url",
+                    "must be a PostgreSQL URL starting with postgres:// or postgresql://",
+                );
+            }
+            Secret(url)
+        }),
+        scan_outputs: raw.defence.scan_outputs.unwrap_or(true),
+    };
+
     if c.problems.is_empty() {
         Ok(Config {
-            defence: Defence {
-                pins_path: PathBuf::from(c.expand(
-                    "defence.pins_path",
-                    raw.defence.pins_path.as_deref().unwrap_or("sluice-pins.db"),
-                )),
-                scan_outputs: raw.defence.scan_outputs.unwrap_or(true),
-            },
+            defence,
             listen,
             gateway,
             health,
@@ -722,6 +739,49 @@ mod tests {
             ],
             "{err}"
         );
+    }
+
+    #[test]
+    fn pins_url_is_optional_expanded_and_checked() {
+        let c = Config::parse("", &env).unwrap();
+        assert!(c.defence.pins_url.is_none());
+        assert_eq!(c.defence.pins_path, PathBuf::from("sluice-pins.db"));
+
+        let pg = |k: &str| match k {
+            "PG_PASSWORD" => Some("hunter2".to_string()),
+            _ => None,
+        };
+        for scheme in ["postgres", "postgresql"] {
+            let c = Config::parse(
+                &format!(
+                    "[defence]\npins_url = \"{scheme}://sluice:${{PG_PASSWORD}}@db:5432/pins\"\n"
+                ),
+                &pg,
+            )
+            .unwrap();
+            assert_eq!(
+                c.defence.pins_url.as_ref().unwrap().expose(),
+                format!("{scheme}://sluice:hunter2@db:5432/pins")
+            );
+            assert!(
+                !format!("{c:?}").contains("hunter2"),
+                "the URL leaks into Debug"
+            );
+        }
+
+        // Every problem at once, each naming its key, never echoing the URL.
+        let err = Config::parse(
+            "[defence]\npins_path = \"${NOPE}\"\npins_url = \"mysql://u:hunter2@db/pins\"\n",
+            &pg,
+        )
+        .unwrap_err();
+        let keys: Vec<&str> = err.problems.iter().map(|p| p.key.as_str()).collect();
+        assert_eq!(keys, ["defence.pins_path", "defence.pins_url"], "{err}");
+        assert!(!err.to_string().contains("hunter2"), "{err}");
+        let err = Config::parse("[defence]\npins_url = \"${NOPE}\"\n", &pg).unwrap_err();
+        assert_eq!(err.problems.len(), 1, "{err}");
+        assert_eq!(err.problems[0].key, "defence.pins_url");
+        assert!(err.problems[0].message.contains("NOPE"), "{err}");
     }
 
     #[test]

@@ -29,6 +29,9 @@ pub(crate) struct Hold {
     pub reason: String,
 }
 
+/// The hold of a tool whose pin could not be checked (the pin store is down).
+pub(crate) const PIN_STORE_UNAVAILABLE: &str = "pin_store_unavailable";
+
 /// A stable identity for a server's pins: what it runs, not what it is called.
 pub(crate) fn server_key(cfg: &Server) -> String {
     let identity = match &cfg.transport {
@@ -148,8 +151,13 @@ impl Gateway {
                 })
             }
             Err(e) => {
-                tracing::warn!(server = %up.name(), tool = name, error = %e, "pin check failed; tool served unpinned");
-                None
+                // Fail closed: a definition that cannot be compared with its
+                // pin may be a rug pull. Checked again on the next list or call.
+                tracing::error!(server = %up.name(), tool = name, error = %e, "pin store unavailable: the tool's definition cannot be checked; held back until the pin store answers");
+                Some(Hold {
+                    code: PIN_STORE_UNAVAILABLE,
+                    reason: "the pin store is unavailable, so its definition cannot be checked against the approved one; it is released as soon as the pin store answers again".into(),
+                })
             }
         }
     }
@@ -411,8 +419,8 @@ impl Gateway {
             }
             Ok(_) => true,
             Err(e) => {
-                tracing::warn!(server = %up.name(), error = %e, "instructions pin check failed; served unpinned");
-                true
+                tracing::error!(server = %up.name(), error = %e, "pin store unavailable: the server's instructions cannot be checked; left out until the pin store answers");
+                false
             }
         }
     }

@@ -143,7 +143,18 @@ impl Gateway {
         .await?;
         let config_state_key = config.gateway.state_key.clone();
         let pins = if config.servers.iter().any(|s| s.pinning) {
-            Some(sluice_store::PinStore::open(&config.defence.pins_path)?)
+            let pins = sluice_store::PinStore::from_config(&config.defence).await?;
+            match pins.ping().await {
+                Ok(()) => {
+                    tracing::info!(store = pins.kind(), at = %pins.location(), "pins ready")
+                }
+                // Start anyway, like the session store: tools are held back
+                // (`pin_store_unavailable`) until the pin store answers.
+                Err(e) => {
+                    tracing::error!(store = pins.kind(), error = %e, "pin store unavailable; pinned servers' tools are held back until it answers")
+                }
+            }
+            Some(pins)
         } else {
             None
         };
@@ -471,8 +482,13 @@ impl Gateway {
                 &exposed,
                 hold.code,
                 format!(
-                    "Tool `{exposed}` is held back by the gateway: {}. Do not retry it.",
-                    hold.reason
+                    "Tool `{exposed}` is held back by the gateway: {}. {}",
+                    hold.reason,
+                    if hold.code == crate::defence::PIN_STORE_UNAVAILABLE {
+                        "Try again later."
+                    } else {
+                        "Do not retry it."
+                    }
                 ),
             ));
         }
@@ -1310,10 +1326,13 @@ impl Gateway {
     }
 
     /// Why tool `name` of server `u` is held back, if it is. A tool held for
-    /// a changed definition is checked again, so an approval takes effect at once.
+    /// a changed definition (or because the pin store did not answer) is
+    /// checked again, so an approval (or the store's return) takes effect at once.
     pub(crate) async fn hold_of(&self, u: usize, name: &str) -> Option<crate::defence::Hold> {
         let hold = self.caches[u].lock().unwrap().held.get(name).cloned()?;
-        if hold.code != "tool_definition_changed" {
+        if hold.code != "tool_definition_changed"
+            && hold.code != crate::defence::PIN_STORE_UNAVAILABLE
+        {
             return Some(hold);
         }
         let tool = self
@@ -1322,9 +1341,23 @@ impl Gateway {
             .find(|t| t.get("name").and_then(Value::as_str) == Some(name))
             .cloned()?;
         match self.check_pin(&self.upstreams[u], &tool).await {
-            Some(h) => Some(h),
+            Some(h) => {
+                if h.code != hold.code {
+                    self.caches[u]
+                        .lock()
+                        .unwrap()
+                        .held
+                        .insert(name.to_string(), h.clone());
+                }
+                Some(h)
+            }
             None => {
-                tracing::info!(server = %self.upstreams[u].name(), tool = name, "changed definition approved; tool released");
+                let why = if hold.code == crate::defence::PIN_STORE_UNAVAILABLE {
+                    "pin store answers again"
+                } else {
+                    "changed definition approved"
+                };
+                tracing::info!(server = %self.upstreams[u].name(), tool = name, "{why}; tool released");
                 self.caches[u].lock().unwrap().held.remove(name);
                 None
             }

@@ -6,9 +6,13 @@
 //!
 //! Dispatch is an enum rather than a trait object: three known stores, and
 //! async methods without boxing.
+//!
+//! The pins of tool definitions ([`PinStore`]) live here too: in SQLite (one
+//! gateway), or in PostgreSQL shared by every replica (`defence.pins_url`).
 
 mod memory;
 mod pins;
+mod pins_pg;
 mod redis_store;
 mod sqlite;
 
@@ -66,10 +70,18 @@ pub struct Event {
 /// A store failure: the store is named, nothing secret is.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {
-    #[error("the session store ({store}) is unavailable: {reason}")]
+    #[error("{} is unavailable: {reason}", store_name(store))]
     Unavailable { store: &'static str, reason: String },
-    #[error("the session store ({store}) holds a record it cannot read: {reason}")]
+    #[error("{} holds a record it cannot read: {reason}", store_name(store))]
     Corrupt { store: &'static str, reason: String },
+}
+
+/// "the session store (redis)", or "the pin store (postgres)" for `pins (postgres)`.
+fn store_name(store: &str) -> String {
+    match store.strip_prefix("pins ") {
+        Some(backend) => format!("the pin store {backend}"),
+        None => format!("the session store ({store})"),
+    }
 }
 
 /// Bounds of each stream's event log.

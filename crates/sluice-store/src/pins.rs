@@ -1,7 +1,12 @@
 //! Pins: trust on first use of every tool definition (and each server's
 //! instructions). A changed definition waits as "pending" until an operator
-//! approves it. SQLite, on the blocking pool.
+//! approves it. Two backends behind one interface: SQLite (one gateway; on the
+//! blocking pool) and PostgreSQL (shared by every replica; `pins_pg`).
+//!
+//! Both keep two tables keyed by (server_key, item): `pins`, what was
+//! approved, and `pending`, a changed definition waiting for approval.
 
+use crate::pins_pg::PgPins;
 use crate::{StoreError, now_ms};
 use rusqlite::{Connection, OptionalExtension, params};
 use std::path::Path;
@@ -29,9 +34,128 @@ pub struct PinRow {
     pub since_ms: u64,
 }
 
+/// The pin store: SQLite or PostgreSQL.
 #[derive(Clone)]
 pub struct PinStore {
+    backend: Backend,
+}
+
+#[derive(Clone)]
+enum Backend {
+    Sqlite(SqlitePins),
+    Postgres(Arc<PgPins>),
+}
+
+impl PinStore {
+    /// Opens the configured pin store: PostgreSQL when `pins_url` is set,
+    /// else the SQLite file at `pins_path`. PostgreSQL is connected to (and
+    /// its tables created) now if it answers, else on first use: see
+    /// [`PinStore::ping`].
+    pub async fn from_config(cfg: &sluice_config::Defence) -> Result<Self, StoreError> {
+        match &cfg.pins_url {
+            Some(url) => Self::open_postgres(url.expose()).await,
+            None => Self::open(&cfg.pins_path),
+        }
+    }
+
+    /// Opens (creating) the SQLite pin database.
+    pub fn open(path: &Path) -> Result<Self, StoreError> {
+        Ok(PinStore {
+            backend: Backend::Sqlite(SqlitePins::open(path)?),
+        })
+    }
+
+    /// Opens the pins in PostgreSQL (`postgres://…` or `postgresql://…`),
+    /// without TLS. A malformed URL is an error; an unreachable server is
+    /// not: every call fails (`Unavailable`) until it answers, and a lost
+    /// connection is made again on the next call.
+    pub async fn open_postgres(url: &str) -> Result<Self, StoreError> {
+        Ok(PinStore {
+            backend: Backend::Postgres(Arc::new(PgPins::open(url).await?)),
+        })
+    }
+
+    /// The backend's kind, for logs.
+    pub fn kind(&self) -> &'static str {
+        match &self.backend {
+            Backend::Sqlite(_) => "sqlite",
+            Backend::Postgres(_) => "postgres",
+        }
+    }
+
+    /// Where the pins live, for logs: the file, or the URL without its password.
+    pub fn location(&self) -> String {
+        match &self.backend {
+            Backend::Sqlite(s) => s.path.clone(),
+            Backend::Postgres(p) => p.location().to_string(),
+        }
+    }
+
+    /// Checks the store answers.
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        match &self.backend {
+            Backend::Sqlite(_) => Ok(()),
+            Backend::Postgres(p) => p.ping().await,
+        }
+    }
+
+    /// Compares a definition with its pin: pins it on first sight, records a
+    /// change as pending.
+    pub async fn check(
+        &self,
+        server_key: &str,
+        server: &str,
+        item: &str,
+        fingerprint: &str,
+        definition: &str,
+    ) -> Result<PinStatus, StoreError> {
+        match &self.backend {
+            Backend::Sqlite(s) => {
+                s.check(server_key, server, item, fingerprint, definition)
+                    .await
+            }
+            Backend::Postgres(p) => {
+                p.check(server_key, server, item, fingerprint, definition)
+                    .await
+            }
+        }
+    }
+
+    /// Every pin, with its pending change if any.
+    pub async fn list(&self) -> Result<Vec<PinRow>, StoreError> {
+        match &self.backend {
+            Backend::Sqlite(s) => s.list().await,
+            Backend::Postgres(p) => p.list().await,
+        }
+    }
+
+    /// The pinned and the pending definition of an item waiting for approval.
+    pub async fn pending(
+        &self,
+        server: &str,
+        item: &str,
+    ) -> Result<Option<(String, String)>, StoreError> {
+        match &self.backend {
+            Backend::Sqlite(s) => s.pending(server, item).await,
+            Backend::Postgres(p) => p.pending(server, item).await,
+        }
+    }
+
+    /// Approves the pending changes of a server (one item, or all): they
+    /// become the pins. Returns how many were approved.
+    pub async fn approve(&self, server: &str, item: Option<&str>) -> Result<usize, StoreError> {
+        match &self.backend {
+            Backend::Sqlite(s) => s.approve(server, item).await,
+            Backend::Postgres(p) => p.approve(server, item).await,
+        }
+    }
+}
+
+/// Pins in a SQLite file.
+#[derive(Clone)]
+struct SqlitePins {
     conn: Arc<Mutex<Connection>>,
+    path: String,
 }
 
 fn err(e: impl std::fmt::Display) -> StoreError {
@@ -41,9 +165,8 @@ fn err(e: impl std::fmt::Display) -> StoreError {
     }
 }
 
-impl PinStore {
-    /// Opens (creating) the pin database.
-    pub fn open(path: &Path) -> Result<Self, StoreError> {
+impl SqlitePins {
+    fn open(path: &Path) -> Result<Self, StoreError> {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).map_err(err)?;
         }
@@ -62,8 +185,9 @@ impl PinStore {
                  PRIMARY KEY (server_key, item));",
         )
         .map_err(err)?;
-        Ok(PinStore {
+        Ok(SqlitePins {
             conn: Arc::new(Mutex::new(c)),
+            path: path.display().to_string(),
         })
     }
 
@@ -80,7 +204,7 @@ impl PinStore {
 
     /// Compares a definition with its pin: pins it on first sight, records a
     /// change as pending.
-    pub async fn check(
+    async fn check(
         &self,
         server_key: &str,
         server: &str,
@@ -130,7 +254,7 @@ impl PinStore {
     }
 
     /// Every pin, with its pending change if any.
-    pub async fn list(&self) -> Result<Vec<PinRow>, StoreError> {
+    async fn list(&self) -> Result<Vec<PinRow>, StoreError> {
         self.run(|c| {
             let mut st = c.prepare(
                 "SELECT p.server, p.item, p.fingerprint, q.fingerprint, p.since
@@ -152,7 +276,7 @@ impl PinStore {
     }
 
     /// The pinned and the pending definition of an item waiting for approval.
-    pub async fn pending(
+    async fn pending(
         &self,
         server: &str,
         item: &str,
@@ -173,7 +297,7 @@ impl PinStore {
 
     /// Approves the pending changes of a server (one item, or all): they
     /// become the pins. Returns how many were approved.
-    pub async fn approve(&self, server: &str, item: Option<&str>) -> Result<usize, StoreError> {
+    async fn approve(&self, server: &str, item: Option<&str>) -> Result<usize, StoreError> {
         let (s, i) = (server.to_string(), item.map(str::to_string));
         self.run(move |c| {
             let tx = c.transaction()?;
@@ -204,47 +328,5 @@ impl PinStore {
             Ok(n)
         })
         .await
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[tokio::test]
-    async fn trust_on_first_use_then_changes_wait_for_approval() {
-        let path = std::env::temp_dir().join(format!(
-            "sluice-pins-{}-{}.db",
-            std::process::id(),
-            now_ms()
-        ));
-        let p = PinStore::open(&path).unwrap();
-        assert_eq!(
-            p.check("k", "srv", "add", "f1", "{\"d\":1}").await.unwrap(),
-            PinStatus::New
-        );
-        assert_eq!(
-            p.check("k", "srv", "add", "f1", "{\"d\":1}").await.unwrap(),
-            PinStatus::Same
-        );
-        assert_eq!(
-            p.check("k", "srv", "add", "f2", "{\"d\":2}").await.unwrap(),
-            PinStatus::Changed {
-                pinned: "{\"d\":1}".into()
-            }
-        );
-        let rows = p.list().await.unwrap();
-        assert_eq!(rows[0].pending.as_deref(), Some("f2"));
-        assert_eq!(
-            p.pending("srv", "add").await.unwrap(),
-            Some(("{\"d\":1}".into(), "{\"d\":2}".into()))
-        );
-        assert_eq!(p.approve("srv", Some("add")).await.unwrap(), 1);
-        assert_eq!(
-            p.check("k", "srv", "add", "f2", "{\"d\":2}").await.unwrap(),
-            PinStatus::Same
-        );
-        assert_eq!(p.list().await.unwrap()[0].pending, None);
-        let _ = std::fs::remove_file(path);
     }
 }

@@ -20,18 +20,16 @@ pub enum PinsCommand {
 }
 
 pub fn run(config: &Config, cmd: PinsCommand) -> ExitCode {
-    let pins = match PinStore::open(&config.defence.pins_path) {
-        Ok(p) => p,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return ExitCode::from(1);
-        }
-    };
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .expect("a runtime starts");
     rt.block_on(async {
+        // The gateway's own pin store: SQLite at `pins_path`, or PostgreSQL at `pins_url`.
+        let pins = match PinStore::from_config(&config.defence).await {
+            Ok(p) => p,
+            Err(e) => return fail(e),
+        };
         match cmd {
             PinsCommand::List => match pins.list().await {
                 Ok(rows) => {

@@ -9,12 +9,39 @@ use serde_json::{Value, json};
 use std::process::Command;
 
 fn tiny(name: &str, env: &[(&str, &str)], extra: &str) -> String {
+    tiny_run(name, "", env, extra)
+}
+
+/// `tiny`, with `run` as an extra argument (which the server ignores) when
+/// not empty: the server's pin key comes from its command and arguments, so
+/// a unique `run` gives it pins of its own in a shared pin database.
+fn tiny_run(name: &str, run: &str, env: &[(&str, &str)], extra: &str) -> String {
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/servers/tiny_server.py");
     let env: Vec<String> = env.iter().map(|(k, v)| format!("{k} = {v:?}")).collect();
+    let run = if run.is_empty() {
+        String::new()
+    } else {
+        format!(", \"{run}\"")
+    };
     format!(
-        "[[servers]]\nname = \"{name}\"\ncommand = \"python3\"\nargs = [\"{script}\"]\nenv = {{ {} }}\n{extra}",
+        "[[servers]]\nname = \"{name}\"\ncommand = \"python3\"\nargs = [\"{script}\"{run}]\nenv = {{ {} }}\n{extra}",
         env.join(", ")
     )
+}
+
+/// The PostgreSQL the pin tests use (`scripts/test.sh` starts it).
+fn pg_url() -> String {
+    std::env::var("SLUICE_TEST_POSTGRES_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
+}
+
+fn sluice(args: &[&str], config: &std::path::Path) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .args(args)
+        .arg("--config")
+        .arg(config)
+        .output()
+        .unwrap()
 }
 
 fn tool_names(list: &Value) -> Vec<String> {
@@ -97,27 +124,35 @@ async fn poisoned_tools_are_hidden_and_malicious_outputs_withheld() {
     );
 }
 
-#[tokio::test]
-async fn a_definition_changed_after_pinning_is_held_until_approved() {
-    let dir = common::scratch("pins");
-    let pins = dir.join("pins.db");
-    let extra = format!("[defence]\npins_path = \"{}\"\n", pins.display());
-    let first = Gateway::start("pins-1", &format!("{extra}{}", tiny("srv", &[], "")));
+/// A definition changed after pinning is held back until `sluice pins
+/// approve`, with the pins where `defence` puts them; `name` is the server's
+/// name (exposed as `srv__…` whatever it is), `run` makes its pins its own.
+async fn held_until_approved(defence: &str, name: &str, run: &str) {
+    let extra = if name == "srv" {
+        ""
+    } else {
+        "prefix = \"srv\"\n"
+    };
+    let first = Gateway::start(
+        "pins-1",
+        &format!("{defence}{}", tiny_run(name, run, &[], extra)),
+    );
     let mut c = Client::new(&first.url);
     c.initialize().await;
     assert!(tool_names(&c.call("tools/list", json!({})).await).contains(&"srv__echo".to_string()));
     drop(first);
 
     // Same server, new description: a rug pull.
-    let changed = tiny(
-        "srv",
+    let changed = tiny_run(
+        name,
+        run,
         &[(
             "TINY_DESCRIPTION",
             "Echoes the text back, and also remembers it for later.",
         )],
-        "",
+        extra,
     );
-    let second = Gateway::start("pins-2", &format!("{extra}{changed}"));
+    let second = Gateway::start("pins-2", &format!("{defence}{changed}"));
     let mut c = Client::new(&second.url);
     c.initialize().await;
     let names = tool_names(&c.call("tools/list", json!({})).await);
@@ -133,34 +168,28 @@ async fn a_definition_changed_after_pinning_is_held_until_approved() {
     assert_eq!(code(&r), "tool_definition_changed", "{r}");
     let text = r["content"][0]["text"].as_str().unwrap();
     assert!(
-        text.contains("description") && text.contains("sluice pins approve srv echo"),
+        text.contains("description") && text.contains(&format!("sluice pins approve {name} echo")),
         "{text}"
     );
 
     // The operator looks, then approves; the running gateway releases it.
     let cfg_path = second.dir.join("sluice.toml");
-    let out = Command::new(env!("CARGO_BIN_EXE_sluice"))
-        .args(["pins", "diff", "srv", "echo", "--config"])
-        .arg(&cfg_path)
-        .output()
-        .unwrap();
+    let out = sluice(&["pins", "diff", name, "echo"], &cfg_path);
     assert!(
         out.status.success(),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(String::from_utf8_lossy(&out.stdout).contains("remembers it for later"));
-    let out = Command::new(env!("CARGO_BIN_EXE_sluice"))
-        .args(["pins", "list", "--config"])
-        .arg(&cfg_path)
-        .output()
-        .unwrap();
-    assert!(String::from_utf8_lossy(&out.stdout).contains("CHANGED"));
-    let out = Command::new(env!("CARGO_BIN_EXE_sluice"))
-        .args(["pins", "approve", "srv", "echo", "--config"])
-        .arg(&cfg_path)
-        .output()
-        .unwrap();
+    let out = sluice(&["pins", "list"], &cfg_path);
+    let listed = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        listed.lines().any(|l| l.starts_with(&format!("{name} "))
+            && l.contains(" echo ")
+            && l.contains("CHANGED")),
+        "{listed}"
+    );
+    let out = sluice(&["pins", "approve", name, "echo"], &cfg_path);
     assert!(
         out.status.success(),
         "{}",
@@ -169,7 +198,101 @@ async fn a_definition_changed_after_pinning_is_held_until_approved() {
     let r = call(&c, "srv__echo", json!({"text": "released"})).await;
     assert_eq!(r["content"][0]["text"], "released", "{r}");
     assert!(tool_names(&c.call("tools/list", json!({})).await).contains(&"srv__echo".to_string()));
+    let listed = String::from_utf8_lossy(&sluice(&["pins", "list"], &cfg_path).stdout).to_string();
+    assert!(
+        listed
+            .lines()
+            .filter(|l| l.starts_with(&format!("{name} ")))
+            .all(|l| l.contains("pinned")),
+        "{listed}"
+    );
+}
+
+#[tokio::test]
+async fn a_definition_changed_after_pinning_is_held_until_approved() {
+    let dir = common::scratch("pins");
+    let pins = dir.join("pins.db");
+    let defence = format!("[defence]\npins_path = \"{}\"\n", pins.display());
+    held_until_approved(&defence, "srv", "").await;
     let _ = std::fs::remove_dir_all(dir);
+}
+
+/// The same with the pins in PostgreSQL (`defence.pins_url`), as replicas
+/// share them: the gateway and the CLI meet there.
+#[tokio::test]
+async fn a_definition_changed_after_pinning_is_held_until_approved_in_postgres() {
+    let url = pg_url();
+    let dir = common::scratch("pins-pg");
+    let defence = format!("[defence]\npins_url = \"{url}\"\n");
+    // A name (and pin key) of this run's own, in a database other runs share.
+    let n = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    let name = format!("pg{}x{}", std::process::id(), n % 1_000_000_000);
+    let probe = dir.join("probe.toml");
+    std::fs::write(
+        &probe,
+        format!("{defence}{}", tiny_run(&name, &name, &[], "")),
+    )
+    .unwrap();
+    let out = sluice(&["pins", "list"], &probe);
+    assert!(
+        out.status.success(),
+        "PostgreSQL is not reachable at {url} (start it, or point SLUICE_TEST_POSTGRES_URL at one): {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    held_until_approved(&defence, &name, &name).await;
+
+    let (db, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    for table in ["pins", "pending"] {
+        db.execute(&format!("DELETE FROM {table} WHERE server = $1"), &[&name])
+            .await
+            .unwrap();
+    }
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// When the pin store does not answer, definitions cannot be checked: the
+/// tools are held back, saying why, and the gateway says so in its log.
+#[tokio::test]
+async fn tools_are_held_while_the_pin_store_is_unavailable() {
+    // Nothing listens on port 1: connections are refused at once.
+    let defence = "[defence]\npins_url = \"postgres://sluice:hunter2@127.0.0.1:1/pins\"\n";
+    let gw = Gateway::start("pins-down", &format!("{defence}{}", tiny("srv", &[], "")));
+    let mut c = Client::new(&gw.url);
+    c.initialize().await;
+    let names = tool_names(&c.call("tools/list", json!({})).await);
+    assert!(
+        !names.iter().any(|n| n.starts_with("srv__")),
+        "held back: {names:?}"
+    );
+    let r = call(&c, "srv__echo", json!({"text": "x"})).await;
+    assert_eq!(code(&r), "pin_store_unavailable", "{r}");
+    let text = r["content"][0]["text"].as_str().unwrap();
+    assert!(text.contains("pin store is unavailable"), "{text}");
+    let logs = gw.logs();
+    assert!(
+        logs.contains("pin store unavailable") && logs.contains("ERROR"),
+        "{logs}"
+    );
+    assert!(logs.contains("sluice:***@127.0.0.1:1"), "{logs}");
+    assert!(
+        !logs.contains("hunter2"),
+        "the password leaks into the log: {logs}"
+    );
+
+    let out = sluice(&["pins", "list"], &gw.dir.join("sluice.toml"));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("the pin store (postgres) is unavailable"),
+        "{err}"
+    );
+    assert!(!err.contains("hunter2"), "{err}");
 }
 
 #[tokio::test]
