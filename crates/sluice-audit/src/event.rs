@@ -27,7 +27,7 @@ impl Event {
         }
     }
 
-    pub(crate) fn write(&self, line: &mut Line<'_>, args: &Arguments) {
+    pub(crate) fn write(&mut self, line: &mut Line<'_>, args: &Arguments) {
         match self {
             Event::ToolCall(c) => c.write(line, args),
             Event::Defence(f) => f.write(line),
@@ -80,7 +80,7 @@ pub enum Outcome {
 }
 
 impl ToolCall {
-    fn write(&self, line: &mut Line<'_>, args: &Arguments) {
+    fn write(&mut self, line: &mut Line<'_>, args: &Arguments) {
         line.str("session", &self.session);
         line.opt_str("request", self.request.as_deref());
         if self.client_name.is_some() || self.client_version.is_some() {
@@ -95,7 +95,7 @@ impl ToolCall {
         line.str("tool", &self.tool);
         line.opt_str("server", self.server.as_deref());
         line.opt_str("upstream_tool", self.upstream_tool.as_deref());
-        if let Some(a) = &self.arguments {
+        if let Some(a) = &mut self.arguments {
             line.raw("arguments", &args.render(a));
         }
         match &self.outcome {

@@ -3,7 +3,9 @@
 //! [`AuditLog`] is a cheap handle: [`AuditLog::record`] stamps an [`Event`]
 //! and queues it on a bounded channel; one writer thread turns events into
 //! hash-chained JSON Lines (format: [`chain`]) and appends them to the file in
-//! batches, written when the queue is drained and at least every 100 ms.
+//! batches: a batch is written when the queue is drained (and at least every
+//! 100 ms while it is not), and records that follow within 10 ms join the
+//! next batch rather than waking the writer one by one.
 //! Nothing accepted is dropped: a full queue makes callers wait, a failed
 //! write is logged, counted ([`AuditLog::write_errors`]) and retried.
 //! [`AuditLog::close`] drains the queue and syncs the file.

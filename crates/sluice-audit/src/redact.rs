@@ -71,12 +71,16 @@ impl Arguments {
 
     /// Whether `key` names a secret.
     pub fn is_secret_key(&self, key: &str) -> bool {
-        let words = words(key);
-        words.iter().any(|w| SECRET_WORDS.contains(&w.as_str()))
-            || words
-                .windows(2)
-                .any(|p| p[1] == "key" && KEY_QUALIFIERS.contains(&p[0].as_str()))
-            || (!self.extra.is_empty() && self.extra.contains(&squash(key)))
+        let is = |w: &str, list: &[&str]| list.iter().any(|s| w.eq_ignore_ascii_case(s));
+        let mut prev = "";
+        for w in Words(key) {
+            if is(w, &SECRET_WORDS) || (w.eq_ignore_ascii_case("key") && is(prev, &KEY_QUALIFIERS))
+            {
+                return true;
+            }
+            prev = w;
+        }
+        !self.extra.is_empty() && self.extra.contains(&squash(key))
     }
 
     /// Replaces secret values in place.
@@ -97,16 +101,12 @@ impl Arguments {
         }
     }
 
-    /// The JSON text recorded for `args`: redacted (per policy), then capped.
-    pub fn render(&self, args: &Value) -> Vec<u8> {
-        let text = if self.policy == AuditArguments::Redacted {
-            let mut v = args.clone();
-            self.redact(&mut v);
-            serde_json::to_vec(&v)
-        } else {
-            serde_json::to_vec(args)
+    /// The JSON text recorded for `args`: redacted in place (per policy), then capped.
+    pub fn render(&self, args: &mut Value) -> Vec<u8> {
+        if self.policy == AuditArguments::Redacted {
+            self.redact(args);
         }
-        .expect("a JSON value serializes");
+        let text = serde_json::to_vec(args).expect("a JSON value serializes");
         if text.len() <= self.max_bytes {
             return text;
         }
@@ -131,30 +131,31 @@ fn squash(key: &str) -> String {
         .collect()
 }
 
-/// Lowercase words of an identifier: split at non-alphanumerics and at a
-/// lowercase letter or digit followed by an uppercase one.
-fn words(key: &str) -> Vec<String> {
-    let mut out = Vec::new();
-    let mut cur = String::new();
-    let mut prev_lower = false;
-    for c in key.chars() {
-        if !c.is_alphanumeric() {
-            if !cur.is_empty() {
-                out.push(std::mem::take(&mut cur));
+/// The words of an identifier: split at non-alphanumerics and where a
+/// lowercase letter or digit is followed by an uppercase one.
+struct Words<'a>(&'a str);
+
+impl<'a> Iterator for Words<'a> {
+    type Item = &'a str;
+
+    fn next(&mut self) -> Option<&'a str> {
+        let s = self.0.trim_start_matches(|c: char| !c.is_alphanumeric());
+        if s.is_empty() {
+            self.0 = s;
+            return None;
+        }
+        let mut end = s.len();
+        let mut prev_lower = false;
+        for (i, c) in s.char_indices() {
+            if !c.is_alphanumeric() || (c.is_uppercase() && prev_lower) {
+                end = i;
+                break;
             }
-            prev_lower = false;
-            continue;
+            prev_lower = c.is_lowercase() || c.is_ascii_digit();
         }
-        if c.is_uppercase() && prev_lower && !cur.is_empty() {
-            out.push(std::mem::take(&mut cur));
-        }
-        prev_lower = c.is_lowercase() || c.is_ascii_digit();
-        cur.extend(c.to_lowercase());
+        self.0 = &s[end..];
+        Some(&s[..end])
     }
-    if !cur.is_empty() {
-        out.push(cur);
-    }
-    out
 }
 
 fn secret_value(s: &str) -> bool {
@@ -173,6 +174,16 @@ mod tests {
 
     fn redacted() -> Arguments {
         Arguments::new(AuditArguments::Redacted, &["ssn".into()], 4096)
+    }
+
+    #[test]
+    fn words_split_like_identifiers() {
+        let w = |k| Words(k).collect::<Vec<_>>();
+        assert_eq!(w("X-Api-Key"), ["X", "Api", "Key"]);
+        assert_eq!(w("refreshToken2fa"), ["refresh", "Token2fa"]);
+        assert_eq!(w("APIKey"), ["APIKey"]);
+        assert_eq!(w("__a.b c__"), ["a", "b", "c"]);
+        assert!(w("").is_empty() && w("--").is_empty());
     }
 
     #[test]
@@ -224,7 +235,7 @@ mod tests {
             "note": "-----BEGIN RSA PRIVATE KEY-----\nMII...",
             "max_tokens": 100
         });
-        let out: Value = serde_json::from_slice(&a.render(&args)).unwrap();
+        let out: Value = serde_json::from_slice(&a.render(&mut args.clone())).unwrap();
         assert_eq!(
             out,
             json!({
@@ -237,7 +248,7 @@ mod tests {
             })
         );
         let full = Arguments::new(AuditArguments::Full, &[], 4096);
-        let out: Value = serde_json::from_slice(&full.render(&args)).unwrap();
+        let out: Value = serde_json::from_slice(&full.render(&mut args.clone())).unwrap();
         assert_eq!(out, args, "full keeps everything");
         assert!(!Arguments::new(AuditArguments::Omit, &[], 1).kept());
     }
@@ -246,7 +257,7 @@ mod tests {
     fn long_arguments_are_cut_with_a_marker_after_redaction() {
         let a = Arguments::new(AuditArguments::Redacted, &[], 64);
         let args = json!({"password": "p".repeat(50), "text": "é".repeat(500)});
-        let out = a.render(&args);
+        let out = a.render(&mut args.clone());
         let s: String = serde_json::from_slice(&out).expect("a string");
         assert!(s.contains("…[truncated: "), "{s}");
         let whole = serde_json::to_vec(&json!({"password": REDACTED, "text": "é".repeat(500)}));
@@ -257,6 +268,6 @@ mod tests {
         assert!(!s.contains("ppp"), "redacted before the cut: {s}");
         assert!(out.len() < 64 + 64, "{}", out.len());
         let small = json!({"text": "hi"});
-        assert_eq!(a.render(&small), br#"{"text":"hi"}"#);
+        assert_eq!(a.render(&mut small.clone()), br#"{"text":"hi"}"#);
     }
 }

@@ -21,6 +21,12 @@ const BATCH_BYTES: usize = 256 * 1024;
 /// While writes fail, records are held up to this many bytes; past it the
 /// writer stops taking records, so callers wait (nothing is dropped).
 const MAX_PENDING: usize = 8 * 1024 * 1024;
+/// After a batch the writer waits this long for more before it sleeps on
+/// the channel again: records then reach the file within about this long.
+const LINGER: Duration = Duration::from_millis(10);
+/// Retries of a failed write: after this, doubling up to [`RETRY_MAX`].
+const RETRY_FIRST: Duration = Duration::from_millis(100);
+const RETRY_MAX: Duration = Duration::from_secs(5);
 /// How much of the end of an existing log is read to find its last record.
 const TAIL_BYTES: u64 = 1024 * 1024;
 
@@ -151,14 +157,18 @@ impl Writer {
     }
 
     /// Serves the channel until it closes or a `Close` arrives.
+    ///
+    /// The first record after a quiet spell wakes the writer; it writes the
+    /// batch, then lingers [`LINGER`] and takes what came meanwhile as the
+    /// next batch, so a busy gateway does not pay a thread wake-up per record.
     pub(crate) async fn run(mut self, mut rx: mpsc::Receiver<Msg>) {
-        let mut backoff = Duration::from_millis(100);
+        let mut backoff = RETRY_FIRST;
         let mut acks = Vec::new();
         'serve: loop {
             // While writes fail and the backlog is full, take nothing: callers wait.
             if self.failing && self.pending.len() >= MAX_PENDING {
                 tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_secs(5));
+                backoff = (backoff * 2).min(RETRY_MAX);
                 self.flush();
                 continue;
             }
@@ -166,7 +176,7 @@ impl Writer {
                 match tokio::time::timeout(backoff, rx.recv()).await {
                     Ok(m) => m,
                     Err(_) => {
-                        backoff = (backoff * 2).min(Duration::from_secs(5));
+                        backoff = (backoff * 2).min(RETRY_MAX);
                         self.flush();
                         continue;
                     }
@@ -175,29 +185,23 @@ impl Writer {
                 rx.recv().await
             };
             let Some(first) = first else { break };
-            let mut batch_start = Instant::now();
-            let mut msg = Some(first);
-            while let Some(m) = msg.take() {
-                match m {
-                    Msg::Record(r) => self.append(r),
-                    Msg::Close(ack) => {
-                        acks.push(ack);
-                        break 'serve;
-                    }
+            if !self.take(first, &mut acks) {
+                break;
+            }
+            loop {
+                if !self.drain(&mut rx, &mut acks) {
+                    break 'serve;
                 }
-                if self.pending.len() >= BATCH_BYTES || batch_start.elapsed() >= FLUSH_EVERY {
-                    self.flush();
-                    batch_start = Instant::now();
-                }
-                if self.failing && self.pending.len() >= MAX_PENDING {
+                // The channel is drained (or the backlog full): write the batch.
+                self.flush();
+                if self.failing {
                     break;
                 }
-                msg = rx.try_recv().ok();
-            }
-            // The channel is drained (or the backlog full): write the batch.
-            self.flush();
-            if !self.failing {
-                backoff = Duration::from_millis(100);
+                backoff = RETRY_FIRST;
+                tokio::time::sleep(LINGER).await;
+                if rx.is_empty() {
+                    break;
+                }
             }
         }
         // Closing: take what is queued, then write it all and sync.
@@ -229,7 +233,42 @@ impl Writer {
         }
     }
 
-    fn append(&mut self, r: Stamped) {
+    /// Takes one message; false for `Close`.
+    fn take(&mut self, m: Msg, acks: &mut Vec<tokio::sync::oneshot::Sender<()>>) -> bool {
+        match m {
+            Msg::Record(r) => {
+                self.append(r);
+                true
+            }
+            Msg::Close(ack) => {
+                acks.push(ack);
+                false
+            }
+        }
+    }
+
+    /// Takes what is queued, writing every [`FLUSH_EVERY`] or [`BATCH_BYTES`]
+    /// on the way; false when a `Close` came.
+    fn drain(
+        &mut self,
+        rx: &mut mpsc::Receiver<Msg>,
+        acks: &mut Vec<tokio::sync::oneshot::Sender<()>>,
+    ) -> bool {
+        let mut batch_start = Instant::now();
+        while !(self.failing && self.pending.len() >= MAX_PENDING) {
+            let Ok(m) = rx.try_recv() else { break };
+            if !self.take(m, acks) {
+                return false;
+            }
+            if self.pending.len() >= BATCH_BYTES || batch_start.elapsed() >= FLUSH_EVERY {
+                self.flush();
+                batch_start = Instant::now();
+            }
+        }
+        true
+    }
+
+    fn append(&mut self, mut r: Stamped) {
         let ts = humantime::format_rfc3339_millis(r.at).to_string();
         let mut line = Line::start(&mut self.pending, self.next_seq, &ts, r.event.kind());
         r.event.write(&mut line, &self.args);
