@@ -342,7 +342,9 @@ async fn start_sluice(
     logs: &Path,
     config: &str,
 ) -> anyhow::Result<Service> {
-    start_sluice_bin(name, &bins.join("sluice"), logs, config).await
+    // Gateways run side by side from one directory: each needs its own audit log.
+    let config = format!("[audit]\npath = \"{name}.audit.jsonl\"\n{config}");
+    start_sluice_bin(name, &bins.join("sluice"), logs, &config).await
 }
 
 async fn start_sluice_bin(

@@ -20,6 +20,7 @@ pub struct Config {
     pub health: Health,
     pub defence: Defence,
     pub sessions: Sessions,
+    pub audit: Audit,
     pub servers: Vec<Server>,
 }
 
@@ -159,6 +160,36 @@ pub struct Defence {
     pub pins_url: Option<Secret>,
     /// Scan every tool output; default true.
     pub scan_outputs: bool,
+}
+
+/// The tamper-evident audit log (JSON Lines, hash-chained).
+#[derive(Debug, Clone)]
+pub struct Audit {
+    /// Write the audit log; default true. When false no file is created.
+    pub enabled: bool,
+    /// The log file; default `sluice-audit.jsonl`, relative to the config file.
+    pub path: PathBuf,
+    /// Chains records with HMAC-SHA256 under this key instead of plain SHA-256,
+    /// so that only a key holder can rewrite the chain.
+    pub hmac_key: Option<Secret>,
+    /// What a `tool_call` record keeps of the call's arguments.
+    pub arguments: AuditArguments,
+    /// Argument keys redacted besides the built-in ones (whole key, any case,
+    /// `-` and `_` ignored).
+    pub redact_keys: Vec<String>,
+    /// Recorded arguments longer than this (serialized) are cut; default 4096.
+    pub max_argument_bytes: usize,
+}
+
+/// What the audit log keeps of tool-call arguments.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuditArguments {
+    /// Kept, with secret-looking values replaced by `"[redacted]"` (the default).
+    Redacted,
+    /// Not recorded.
+    Omit,
+    /// Kept as sent.
+    Full,
 }
 
 /// How client sessions share an upstream.
@@ -345,6 +376,11 @@ impl Config {
             && let Some(dir) = path.parent()
         {
             config.defence.pins_path = dir.join(&config.defence.pins_path);
+        }
+        if config.audit.path.is_relative()
+            && let Some(dir) = path.parent()
+        {
+            config.audit.path = dir.join(&config.audit.path);
         }
         Ok(config)
     }

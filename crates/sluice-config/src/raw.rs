@@ -17,6 +17,8 @@ pub(crate) struct RawConfig {
     #[serde(default)]
     sessions: RawSessions,
     #[serde(default)]
+    audit: RawAudit,
+    #[serde(default)]
     servers: Vec<RawServer>,
 }
 
@@ -46,6 +48,18 @@ struct RawDefence {
     pins_path: Option<String>,
     pins_url: Option<String>,
     scan_outputs: Option<bool>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawAudit {
+    enabled: Option<bool>,
+    path: Option<String>,
+    hmac_key: Option<String>,
+    arguments: Option<String>,
+    #[serde(default)]
+    redact_keys: Vec<String>,
+    max_argument_bytes: Option<i64>,
 }
 
 #[derive(Deserialize, Default)]
@@ -340,6 +354,8 @@ pub(crate) fn validate(
             8,
         ),
     };
+
+    let audit = audit(&mut c, &raw.audit);
 
     let mut servers = Vec::new();
     let mut names = std::collections::HashSet::new();
@@ -651,12 +667,59 @@ pub(crate) fn validate(
             gateway,
             health,
             sessions,
+            audit,
             servers,
         })
     } else {
         Err(ConfigError {
             problems: c.problems,
         })
+    }
+}
+
+/// The `[audit]` section.
+fn audit(c: &mut Check<'_>, ra: &RawAudit) -> Audit {
+    let path = c.expand(
+        "audit.path",
+        ra.path.as_deref().unwrap_or("sluice-audit.jsonl"),
+    );
+    if path.trim().is_empty() {
+        c.fail("audit.path", "must not be empty");
+    }
+    let hmac_key = ra.hmac_key.as_deref().map(|k| {
+        let key = c.expand("audit.hmac_key", k);
+        if key.len() < 32 {
+            c.fail(
+                "audit.hmac_key",
+                "must be at least 32 bytes (e.g. 64 hex characters)",
+            );
+        }
+        Secret(key)
+    });
+    let arguments = match ra.arguments.as_deref() {
+        None | Some("redacted") => AuditArguments::Redacted,
+        Some("omit") => AuditArguments::Omit,
+        Some("full") => AuditArguments::Full,
+        Some(other) => {
+            c.fail(
+                "audit.arguments",
+                format!("`{other}` is not one of \"redacted\", \"omit\", \"full\""),
+            );
+            AuditArguments::Redacted
+        }
+    };
+    for (i, k) in ra.redact_keys.iter().enumerate() {
+        if k.trim().is_empty() {
+            c.fail(format!("audit.redact_keys[{i}]"), "must not be empty");
+        }
+    }
+    Audit {
+        enabled: ra.enabled.unwrap_or(true),
+        path: PathBuf::from(path),
+        hmac_key,
+        arguments,
+        redact_keys: ra.redact_keys.clone(),
+        max_argument_bytes: c.positive("audit.max_argument_bytes", ra.max_argument_bytes, 4096),
     }
 }
 
@@ -798,5 +861,67 @@ mod tests {
         )
         .unwrap_err();
         assert_eq!(err.problems[0].key, "servers[1].prefix");
+    }
+
+    #[test]
+    fn audit_defaults_and_keys() {
+        let c = Config::parse("", &env).unwrap();
+        assert!(c.audit.enabled);
+        assert_eq!(c.audit.path, std::path::PathBuf::from("sluice-audit.jsonl"));
+        assert!(c.audit.hmac_key.is_none());
+        assert_eq!(c.audit.arguments, AuditArguments::Redacted);
+        assert_eq!(c.audit.max_argument_bytes, 4096);
+
+        let key_env = |k: &str| (k == "AUDIT_KEY").then(|| "k".repeat(40));
+        let c = Config::parse(
+            "[audit]\nenabled = false\npath = \"/var/log/a.jsonl\"\nhmac_key = \"${AUDIT_KEY}\"\narguments = \"omit\"\nredact_keys = [\"ssn\"]\nmax_argument_bytes = 100\n",
+            &key_env,
+        )
+        .unwrap();
+        assert!(!c.audit.enabled);
+        assert_eq!(c.audit.arguments, AuditArguments::Omit);
+        assert_eq!(c.audit.hmac_key.as_ref().unwrap().expose(), "k".repeat(40));
+        assert_eq!(c.audit.redact_keys, ["ssn"]);
+        assert_eq!(c.audit.max_argument_bytes, 100);
+        assert!(!format!("{c:?}").contains("kkkk"), "the key never shows");
+    }
+
+    #[test]
+    fn audit_problems_are_all_reported() {
+        let err = Config::parse(
+            "[audit]\nhmac_key = \"short\"\narguments = \"some\"\nredact_keys = [\"\"]\nmax_argument_bytes = 0\n",
+            &env,
+        )
+        .unwrap_err();
+        let keys: Vec<&str> = err.problems.iter().map(|p| p.key.as_str()).collect();
+        assert_eq!(
+            keys,
+            [
+                "audit.hmac_key",
+                "audit.arguments",
+                "audit.redact_keys[0]",
+                "audit.max_argument_bytes"
+            ],
+            "{err}"
+        );
+        assert!(!err.to_string().contains("short"), "{err}");
+        let err = Config::parse("[audit]\nhmac_key = \"${NOPE}\"\n", &env).unwrap_err();
+        assert_eq!(err.problems[0].key, "audit.hmac_key");
+    }
+
+    #[test]
+    fn a_relative_audit_path_is_relative_to_the_config_file() {
+        let dir = std::env::temp_dir().join(format!("sluice-config-audit-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("sluice.toml");
+        std::fs::write(&path, "[audit]\npath = \"logs/audit.jsonl\"\n").unwrap();
+        let c = Config::load(&path).unwrap();
+        assert_eq!(c.audit.path, dir.join("logs/audit.jsonl"));
+        std::fs::write(&path, "").unwrap();
+        assert_eq!(
+            Config::load(&path).unwrap().audit.path,
+            dir.join("sluice-audit.jsonl")
+        );
+        let _ = std::fs::remove_dir_all(dir);
     }
 }

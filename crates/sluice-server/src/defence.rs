@@ -85,12 +85,22 @@ impl Gateway {
             };
             if let Some(ctx) = &ctx {
                 let report = sluice_scan::scan_definition(tool, ctx);
+                let blocked = report.verdict == Verdict::Malicious && cfg.scan == ScanPolicy::Block;
                 if report.verdict != Verdict::Clean {
                     let verdict = verdict_str(report.verdict);
                     self.metrics.finding(up.name(), "definition", verdict);
                     tracing::warn!(server = %up.name(), tool = name, verdict, findings = %report.summary(), "tool definition flagged by the poisoning detector");
+                    let action = if blocked { "blocked" } else { "warned" };
+                    self.audit_finding(
+                        up.name(),
+                        Some(name),
+                        "definition",
+                        &report,
+                        action,
+                        || Some(sluice_scan::definition_fingerprint(tool)),
+                    );
                 }
-                if report.verdict == Verdict::Malicious && cfg.scan == ScanPolicy::Block {
+                if blocked {
                     held.insert(
                         name.to_string(),
                         Hold {
@@ -140,6 +150,13 @@ impl Gateway {
                 let diff = sluice_scan::diff_definitions(&pinned, tool);
                 tracing::warn!(server = %up.name(), tool = name, change = %diff.headline(), "tool definition changed since it was approved; held back");
                 self.metrics.finding(up.name(), "definition_change", "held");
+                self.audit_pin(
+                    up.name(),
+                    Some(name),
+                    "definition",
+                    Some(&diff.old_fingerprint),
+                    &fingerprint,
+                );
                 Some(Hold {
                     code: "tool_definition_changed",
                     reason: format!(
@@ -182,7 +199,10 @@ impl Gateway {
         let verdict = verdict_str(report.verdict);
         self.metrics.finding(up.name(), "output", verdict);
         tracing::warn!(server = %up.name(), tool = exposed, verdict, findings = %report.summary(), "tool output flagged by the poisoning detector");
-        if report.verdict != Verdict::Malicious || up.config.scan != ScanPolicy::Block {
+        let withheld = report.verdict == Verdict::Malicious && up.config.scan == ScanPolicy::Block;
+        let action = if withheld { "withheld" } else { "warned" };
+        self.audit_finding(up.name(), Some(exposed), "output", &report, action, || None);
+        if !withheld {
             return result;
         }
         raw(json!({
@@ -279,6 +299,8 @@ impl Gateway {
                 tracing::warn!(server = %up.name(), tool = exposed, session = %sess.id, decision = "refused", reason = %why, "approval")
             }
         }
+        self.audit_approval(sess, up.name(), exposed, &decision)
+            .await;
         decision
     }
 }
@@ -387,13 +409,20 @@ impl Gateway {
         let Some(text) = up.last_info().and_then(|i| i.instructions.clone()) else {
             return true;
         };
+        let fingerprint = sluice_scan::instructions_fingerprint(&text);
         if up.config.scan != ScanPolicy::Off {
             let report = sluice_scan::scan_instructions(&text, &self.scan_context(u, &[]));
             if report.verdict != Verdict::Clean {
                 let verdict = verdict_str(report.verdict);
                 self.metrics.finding(up.name(), "instructions", verdict);
                 tracing::warn!(server = %up.name(), verdict, findings = %report.summary(), "server instructions flagged by the poisoning detector");
-                if report.verdict == Verdict::Malicious && up.config.scan == ScanPolicy::Block {
+                let blocked =
+                    report.verdict == Verdict::Malicious && up.config.scan == ScanPolicy::Block;
+                let action = if blocked { "blocked" } else { "warned" };
+                self.audit_finding(up.name(), None, "instructions", &report, action, || {
+                    Some(fingerprint.clone())
+                });
+                if blocked {
                     return false;
                 }
             }
@@ -407,14 +436,26 @@ impl Gateway {
                 &server_key(&up.config),
                 up.name(),
                 INSTRUCTIONS_ITEM,
-                &sluice_scan::instructions_fingerprint(&text),
+                &fingerprint,
                 &definition,
             )
             .await
         {
-            Ok(PinStatus::Changed { .. }) => {
+            Ok(PinStatus::Changed { pinned }) => {
                 tracing::warn!(server = %up.name(), "server instructions changed since they were approved; left out until `sluice pins approve {}`", up.name());
                 self.metrics.finding(up.name(), "definition_change", "held");
+                let old = serde_json::from_str::<Value>(&pinned).ok().and_then(|v| {
+                    v["instructions"]
+                        .as_str()
+                        .map(sluice_scan::instructions_fingerprint)
+                });
+                self.audit_pin(
+                    up.name(),
+                    None,
+                    "instructions",
+                    old.as_deref(),
+                    &fingerprint,
+                );
                 false
             }
             Ok(_) => true,

@@ -115,6 +115,8 @@ pub struct Gateway {
     /// Tasks created through the gateway (2025-11-25 tasks): id → (server, session).
     tasks: Mutex<HashMap<String, (usize, Arc<str>)>>,
     pub(crate) http_client: sluice_upstream::HttpClient,
+    /// The audit log (see `audit.rs`).
+    pub(crate) audit: crate::audit::Audit,
     me: std::sync::OnceLock<std::sync::Weak<Gateway>>,
 }
 
@@ -129,8 +131,12 @@ pub struct Initialized {
 
 impl Gateway {
     /// Builds the gateway and starts every upstream; waits (at most `wait`)
-    /// for each upstream's first connection attempt.
-    pub async fn start(config: Config, wait: Duration) -> Result<Arc<Gateway>, StoreError> {
+    /// for each upstream's first connection attempt. Events go to `audit`.
+    pub async fn start(
+        config: Config,
+        audit: sluice_audit::AuditLog,
+        wait: Duration,
+    ) -> Result<Arc<Gateway>, StoreError> {
         let sc = &config.sessions;
         let store = Store::open(
             &sc.store,
@@ -194,7 +200,7 @@ impl Gateway {
             open_streams: std::sync::atomic::AtomicUsize::new(0),
             next_client_request: AtomicU64::new(1),
             next_progress: AtomicU64::new(1),
-            metrics: Metrics::new(),
+            metrics: Metrics::new(audit.counters()),
             isolated: Mutex::new(HashMap::new()),
             parked: crate::modern::Parked::new(config_state_key),
             relays: crate::relay::Relays::default(),
@@ -202,6 +208,7 @@ impl Gateway {
             shadow_checked: Mutex::new(Vec::new()),
             tasks: Mutex::new(HashMap::new()),
             http_client: client,
+            audit: crate::audit::Audit::new(audit),
             me: std::sync::OnceLock::new(),
         });
         let _ = gw.me.set(Arc::downgrade(&gw));
@@ -251,6 +258,7 @@ impl Gateway {
             .collect();
         join_all(isolated.iter().map(|u| u.shutdown(grace))).await;
         join_all(self.upstreams.iter().map(|u| u.shutdown(grace))).await;
+        self.audit.log.close().await;
     }
 
     /// Sessions this replica holds in memory.
@@ -431,12 +439,10 @@ impl Gateway {
             "prompts/list" => self.list(Kind::Prompts, params).await,
             "resources/list" => self.list(Kind::Resources, params).await,
             "resources/templates/list" => self.list(Kind::Templates, params).await,
-            "tools/call" => {
-                self.call_named(sess, Kind::Tools, method, params, out)
-                    .await
-            }
+            "tools/call" => self.call_tool(sess, params, out).await,
             "prompts/get" => {
-                self.call_named(sess, Kind::Prompts, method, params, out)
+                let note = &mut crate::audit::CallNote::off();
+                self.call_named(sess, Kind::Prompts, method, params, out, note)
                     .await
             }
             "resources/read" | "resources/subscribe" | "resources/unsubscribe" => {
@@ -458,25 +464,30 @@ impl Gateway {
     }
 
     /// tools/call and prompts/get: route by exposed name, rewrite it, forward.
-    async fn call_named(
+    /// `note` gathers what the audit log records of a tool call.
+    pub(crate) async fn call_named(
         &self,
         sess: &Arc<Session>,
         kind: Kind,
         method: &str,
         params: Option<&RawValue>,
         out: &Arc<dyn Outbound>,
+        note: &mut crate::audit::CallNote,
     ) -> Result<Box<RawValue>, Fail> {
         let mut p = params_map(params)?;
         let exposed = required_str(&p, method, "name")?.to_string();
+        note.named(&exposed);
         if kind == Kind::Tools && exposed == HEALTH_TOOL && self.config.gateway.health_tool {
             return Ok(self.health_result(&p));
         }
         let (u, name) = self.route_name(kind, &exposed).await?;
+        note.routed(self.upstreams[u].name(), &name, p.get("arguments"));
         if kind == Kind::Tools
             && let Some(hold) = self.hold_of(u, &name).await
         {
             let server = self.upstreams[u].name();
             tracing::warn!(%server, tool = %exposed, code = hold.code, "call of a held-back tool refused");
+            note.refused(hold.code, &hold.reason);
             return Ok(crate::defence::refusal(
                 server,
                 &exposed,
@@ -499,6 +510,7 @@ impl Gateway {
                 .ask_approval(sess, up, &exposed, p.get("arguments"), out)
                 .await
         {
+            note.refused("approval_refused", &why);
             return Ok(crate::defence::refusal(
                 up.name(),
                 &exposed,

@@ -83,7 +83,8 @@ pub async fn serve(
             }
         }
     });
-    axum::serve(listener, router(gw))
+    let app = router(gw).into_make_service_with_connect_info::<std::net::SocketAddr>();
+    axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)
         .await
 }
@@ -241,6 +242,10 @@ fn accepts(headers: &HeaderMap, what: &str) -> bool {
 async fn post_mcp(State(st): State<AppState>, req: Request) -> Response {
     let (parts, body) = req.into_parts();
     let headers = parts.headers;
+    let remote = parts
+        .extensions
+        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+        .map(|c| c.0);
     if let Err(r) = st.guard.check(&headers) {
         return r.into_response();
     }
@@ -280,7 +285,9 @@ async fn post_mcp(State(st): State<AppState>, req: Request) -> Response {
         }
     };
     if modern::selects_modern(&headers) {
-        return modern::post(&st.gw, &headers, bytes).await;
+        return crate::session::REMOTE_ADDR
+            .scope(remote, modern::post(&st.gw, &headers, bytes))
+            .await;
     }
     let msg = match Message::parse(&bytes) {
         Ok(m) => m,
@@ -307,6 +314,7 @@ async fn post_mcp(State(st): State<AppState>, req: Request) -> Response {
         return r.into_response();
     }
     sess.touch();
+    sess.set_remote(remote);
     match msg {
         Message::Notification(n) => {
             st.gw.handle_notification(&sess, n).await;

@@ -3,7 +3,9 @@
 //! - [`gateway`]: one MCP server made of many (routing, aggregation, relaying).
 //! - [`http`]: Streamable HTTP at `/mcp` (2025-11-25 sessions, SSE, resumability).
 //! - [`stdio`]: the same gateway over stdin/stdout.
+//! - `audit`: what goes to the audit log, and from where.
 
+mod audit;
 mod defence;
 mod error;
 pub mod gateway;

@@ -47,10 +47,13 @@ pub(crate) struct Metrics {
     upstream_calls: Family<ServerLabels, Counter>,
     upstream_failures: Family<ServerLabels, Counter>,
     upstream_restarts: Family<ServerLabels, Counter>,
+    audit: Arc<sluice_audit::Counters>,
+    audit_records: Counter,
+    audit_write_errors: Counter,
 }
 
 impl Metrics {
-    pub(crate) fn new() -> Self {
+    pub(crate) fn new(audit: Arc<sluice_audit::Counters>) -> Self {
         let mut registry = Registry::with_prefix("sluice");
         let requests = Family::<RequestLabels, Counter>::default();
         let dropped = Family::<DropLabels, Counter>::default();
@@ -96,8 +99,23 @@ impl Metrics {
             "Reconnections and restarts of each upstream server",
             upstream_restarts.clone(),
         );
+        let audit_records = Counter::default();
+        let audit_write_errors = Counter::default();
+        registry.register(
+            "audit_records",
+            "Records written to the audit log",
+            audit_records.clone(),
+        );
+        registry.register(
+            "audit_write_errors",
+            "Failed audit log writes (each is retried) and records refused after close",
+            audit_write_errors.clone(),
+        );
         Metrics {
             registry,
+            audit,
+            audit_records,
+            audit_write_errors,
             requests,
             dropped,
             sessions,
@@ -143,6 +161,8 @@ impl Metrics {
             catch_up(&self.upstream_failures.get_or_create(&server()), h.failures);
             catch_up(&self.upstream_restarts.get_or_create(&server()), h.restarts);
         }
+        catch_up(&self.audit_records, self.audit.records());
+        catch_up(&self.audit_write_errors, self.audit.write_errors());
         let mut out = String::new();
         prometheus_client::encoding::text::encode(&mut out, &self.registry)
             .expect("metrics encode");

@@ -20,6 +20,13 @@ pub(crate) fn now_ms() -> u64 {
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::AbortHandle;
 
+tokio::task_local! {
+    /// The client's address while the HTTP front end serves a request, so a
+    /// session made for that one request (2026-07-28) knows it without every
+    /// function on the way passing it along.
+    pub(crate) static REMOTE_ADDR: Option<std::net::SocketAddr>;
+}
+
 /// Somewhere to send messages to the client: an SSE stream or stdout.
 pub trait Outbound: Send + Sync {
     /// Queues one serialized JSON-RPC message. Returns false if it could not be queued.
@@ -52,6 +59,8 @@ pub struct Session {
     /// Where messages tied to no request go (the standalone GET stream, or stdout).
     pub(crate) unsolicited: Mutex<Option<Arc<dyn Outbound>>>,
     pub(crate) streams: Mutex<Streams>,
+    /// The client's address at its latest HTTP request (for the audit log).
+    remote: Mutex<Option<std::net::SocketAddr>>,
 }
 
 impl Session {
@@ -79,6 +88,7 @@ impl Session {
             subscriptions: Mutex::new(HashSet::new()),
             unsolicited: Mutex::new(None),
             streams: Mutex::new(Streams::default()),
+            remote: Mutex::new(REMOTE_ADDR.try_with(|a| *a).ok().flatten()),
         };
         s.touch();
         s
@@ -120,6 +130,17 @@ impl Session {
             subscriptions,
             standalone_owner: self.standalone_owner.lock().unwrap().clone(),
             created_ms: self.created_ms,
+        }
+    }
+
+    /// The client's address at its latest HTTP request, if known.
+    pub fn remote(&self) -> Option<std::net::SocketAddr> {
+        *self.remote.lock().unwrap()
+    }
+
+    pub(crate) fn set_remote(&self, addr: Option<std::net::SocketAddr>) {
+        if addr.is_some() {
+            *self.remote.lock().unwrap() = addr;
         }
     }
 

@@ -9,6 +9,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
+mod audit;
 mod pins;
 mod scan_config;
 
@@ -54,6 +55,11 @@ enum Command {
         config: PathBuf,
         #[command(subcommand)]
         command: pins::PinsCommand,
+    },
+    /// Check the hash chain of an audit log.
+    Audit {
+        #[command(subcommand)]
+        command: audit::AuditCommand,
     },
     /// Scan tool definitions or tool outputs offline for poisoning, or start the
     /// servers of a config and scan what they offer.
@@ -125,6 +131,7 @@ fn main() -> ExitCode {
         | Command::Stdio { config }
         | Command::Check { config }
         | Command::Pins { config, .. } => config.clone(),
+        Command::Audit { command } => return audit::run(command),
         Command::Scan {
             definitions,
             outputs,
@@ -158,7 +165,7 @@ fn main() -> ExitCode {
         Command::Pins { command, .. } => return pins::run(&config, command),
         Command::Serve { listen, .. } => run(serve(config, listen)),
         Command::Stdio { .. } => run(stdio(config)),
-        Command::Scan { .. } => unreachable!("handled above"),
+        Command::Scan { .. } | Command::Audit { .. } => unreachable!("handled above"),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -223,7 +230,8 @@ async fn serve(mut config: Config, listen: Option<SocketAddr>) -> anyhow::Result
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .with_context(|| format!("binding {addr}"))?;
-    let gw = Gateway::start(config, CONNECT_WAIT)
+    let audit = sluice_audit::AuditLog::open(&config.audit)?;
+    let gw = Gateway::start(config, audit, CONNECT_WAIT)
         .await
         .context("opening the session store")?;
     let local = listener.local_addr()?;
@@ -236,7 +244,8 @@ async fn serve(mut config: Config, listen: Option<SocketAddr>) -> anyhow::Result
 }
 
 async fn stdio(config: Config) -> anyhow::Result<()> {
-    let gw = Gateway::start(config, CONNECT_WAIT)
+    let audit = sluice_audit::AuditLog::open(&config.audit)?;
+    let gw = Gateway::start(config, audit, CONNECT_WAIT)
         .await
         .context("opening the session store")?;
     tokio::select! {

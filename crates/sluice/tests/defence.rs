@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{Client, Gateway};
+use common::{Client, Gateway, audit_records, of_kind};
 use serde_json::{Value, json};
 use std::process::Command;
 
@@ -122,6 +122,56 @@ async fn poisoned_tools_are_hidden_and_malicious_outputs_withheld() {
         metrics.contains(r#"kind="output",verdict="malicious""#),
         "{metrics}"
     );
+
+    // The audit log has each finding, what was done about it, and the calls.
+    let log = gw.dir.join("sluice-audit.jsonl");
+    let records = audit_records(&log, |r| of_kind(r, "tool_call").len() >= 3).await;
+    let defence = of_kind(&records, "defence");
+    let finding = |server: &str, tool: &str| {
+        let found: Vec<&Value> = defence
+            .iter()
+            .copied()
+            .filter(|r| r["server"] == server && r["tool"] == tool)
+            .collect();
+        assert_eq!(found.len(), 1, "one record per finding: {defence:?}");
+        found[0].clone()
+    };
+    let blocked = finding("bad", "add");
+    assert_eq!(
+        (&blocked["kind"], &blocked["verdict"], &blocked["action"]),
+        (&json!("definition"), &json!("malicious"), &json!("blocked")),
+        "{blocked}"
+    );
+    assert!(blocked["rules"].as_array().is_some_and(|r| !r.is_empty()));
+    assert!(
+        blocked["fingerprint"]
+            .as_str()
+            .unwrap()
+            .starts_with("sha256:")
+    );
+    let warned = finding("lenient", "add");
+    assert_eq!(warned["action"], "warned", "kept, flagged: {warned}");
+    let output = finding("bad", "bad__fetch_page");
+    assert_eq!(
+        (&output["kind"], &output["action"]),
+        (&json!("output"), &json!("withheld")),
+        "{output}"
+    );
+    let calls = of_kind(&records, "tool_call");
+    let call_of = |tool: &str| *calls.iter().find(|r| r["tool"] == tool).unwrap();
+    let refused = call_of("bad__add");
+    assert_eq!(
+        (&refused["outcome"], &refused["reason"]),
+        (&json!("refused"), &json!("tool_blocked")),
+        "{refused}"
+    );
+    let withheld = call_of("bad__fetch_page");
+    assert_eq!(
+        (&withheld["outcome"], &withheld["code"]),
+        (&json!("tool_error"), &json!("output_withheld")),
+        "{withheld}"
+    );
+    assert_eq!(call_of("lenient__add")["outcome"], "ok");
 }
 
 /// A definition changed after pinning is held back until `sluice pins
@@ -166,6 +216,24 @@ async fn held_until_approved(defence: &str, name: &str, run: &str) {
     );
     let r = call(&c, "srv__echo", json!({"text": "x"})).await;
     assert_eq!(code(&r), "tool_definition_changed", "{r}");
+    call(&c, "srv__echo", json!({"text": "y"})).await;
+    let records = audit_records(&second.dir.join("sluice-audit.jsonl"), |r| {
+        of_kind(r, "tool_call").len() >= 2
+    })
+    .await;
+    let pins = of_kind(&records, "pin");
+    assert_eq!(pins.len(), 1, "recorded once, not per check: {pins:?}");
+    assert_eq!(
+        (&pins[0]["server"], &pins[0]["tool"], &pins[0]["action"]),
+        (&json!("srv"), &json!("echo"), &json!("held"))
+    );
+    assert_ne!(pins[0]["old_fingerprint"], pins[0]["new_fingerprint"]);
+    let refused = of_kind(&records, "tool_call")[0];
+    assert_eq!(
+        (&refused["outcome"], &refused["reason"]),
+        (&json!("refused"), &json!("tool_definition_changed")),
+        "{refused}"
+    );
     let text = r["content"][0]["text"].as_str().unwrap();
     assert!(
         text.contains("description") && text.contains(&format!("sluice pins approve {name} echo")),
@@ -390,6 +458,44 @@ async fn calls_needing_approval_ask_the_user_first() {
             .contains("elicitation"),
         "{r}"
     );
+
+    // Every decision is in the audit log, next to the call it decided.
+    let records = audit_records(&gw.dir.join("sluice-audit.jsonl"), |r| {
+        of_kind(r, "approval").len() >= 3 && of_kind(r, "tool_call").len() >= 3
+    })
+    .await;
+    let decisions: Vec<(String, String)> = of_kind(&records, "approval")
+        .iter()
+        .map(|r| {
+            assert_eq!(r["server"], "ops");
+            (
+                r["tool"].as_str().unwrap().to_string(),
+                r["decision"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    let expect = |t: &str, d: &str| (t.to_string(), d.to_string());
+    assert_eq!(
+        decisions,
+        [
+            expect("ops__wipe", "approved"),
+            expect("ops__wipe", "refused"),
+            expect("ops__echo", "refused")
+        ]
+    );
+    let refusal = of_kind(&records, "approval")[2];
+    assert!(
+        refusal["reason"]
+            .as_str()
+            .unwrap()
+            .contains("could not ask"),
+        "{refusal}"
+    );
+    let outcomes: Vec<&str> = of_kind(&records, "tool_call")
+        .iter()
+        .map(|r| r["outcome"].as_str().unwrap())
+        .collect();
+    assert_eq!(outcomes, ["ok", "refused", "refused"]);
 }
 
 #[tokio::test]
@@ -427,6 +533,17 @@ async fn changed_server_instructions_are_left_out_until_approved() {
         init.get("instructions").is_none(),
         "changed instructions held back: {init}"
     );
+    let records = audit_records(&second.dir.join("sluice-audit.jsonl"), |r| {
+        !of_kind(r, "pin").is_empty()
+    })
+    .await;
+    let pins = of_kind(&records, "pin");
+    assert_eq!(pins.len(), 1, "{pins:?}");
+    assert_eq!(
+        (&pins[0]["server"], &pins[0]["kind"]),
+        (&json!("srv"), &json!("instructions"))
+    );
+    assert!(pins[0].get("tool").is_none() && pins[0]["old_fingerprint"].is_string());
     let out = Command::new(env!("CARGO_BIN_EXE_sluice"))
         .args(["pins", "approve", "srv", "--config"])
         .arg(second.dir.join("sluice.toml"))

@@ -79,6 +79,28 @@ fn stdio_front_end_serves_initialize_list_and_call() {
         status.success(),
         "exits cleanly when stdin closes: {status}"
     );
+    // The audit log was drained and closed on the way out.
+    let log = std::fs::read_to_string(dir.join("sluice-audit.jsonl")).unwrap();
+    let call: Value = log
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .find(|r| r["event"] == "tool_call")
+        .unwrap_or_else(|| panic!("no tool_call in {log}"));
+    assert_eq!(
+        (
+            &call["session"],
+            &call["client"]["name"],
+            &call["tool"],
+            &call["outcome"]
+        ),
+        (
+            &json!("stdio"),
+            &json!("t"),
+            &json!("fx__echo"),
+            &json!("ok")
+        ),
+        "{call}"
+    );
     let _ = std::fs::remove_dir_all(dir);
 }
 

@@ -229,3 +229,47 @@ impl Client {
         resp["result"].clone()
     }
 }
+
+/// The records of an audit log once `ready` holds for them (the writer
+/// writes in batches: this waits up to 10 s). Panics with the log otherwise.
+pub async fn audit_records(path: &std::path::Path, ready: impl Fn(&[Value]) -> bool) -> Vec<Value> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let text = std::fs::read_to_string(path).unwrap_or_default();
+        let records: Vec<Value> = text
+            .split_inclusive('\n')
+            .filter(|l| l.ends_with('\n'))
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect();
+        if ready(&records) {
+            return records;
+        }
+        if std::time::Instant::now() > deadline {
+            panic!("audit log {} never got there:\n{text}", path.display());
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+/// Records of one `event` kind.
+pub fn of_kind<'a>(records: &'a [Value], event: &str) -> Vec<&'a Value> {
+    records.iter().filter(|r| r["event"] == event).collect()
+}
+
+/// Runs `sluice audit verify` on a log: (exit code, stdout + stderr).
+pub fn audit_verify(path: &std::path::Path, key_env: Option<(&str, &str)>) -> (i32, String) {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_sluice"));
+    cmd.args(["audit", "verify"]).arg(path);
+    if let Some((var, key)) = key_env {
+        cmd.args(["--key-env", var]).env(var, key);
+    }
+    let out = cmd.output().expect("sluice runs");
+    (
+        out.status.code().unwrap_or(-1),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
