@@ -225,7 +225,7 @@ async fn held_until_approved(defence: &str, name: &str, run: &str) {
     assert_eq!(pins.len(), 1, "recorded once, not per check: {pins:?}");
     assert_eq!(
         (&pins[0]["server"], &pins[0]["tool"], &pins[0]["action"]),
-        (&json!("srv"), &json!("echo"), &json!("held"))
+        (&json!(name), &json!("echo"), &json!("held"))
     );
     assert_ne!(pins[0]["old_fingerprint"], pins[0]["new_fingerprint"]);
     let refused = of_kind(&records, "tool_call")[0];
