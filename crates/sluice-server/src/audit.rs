@@ -1,9 +1,9 @@
 //! What the gateway writes to the audit log, and from where.
 //!
-//! - `tool_call`: every `tools/call` of every front end passes
-//!   [`Gateway::call_tool`], which fills a [`CallNote`] as the call is routed,
-//!   refused or answered, and records it when the call ends (or, from the
-//!   note's `Drop`, when the request is cancelled).
+//! - `tool_call`: every `tools/call` of every front end passes the pipeline's
+//!   [`AuditStage`], which opens a [`CallNote`] when the call starts, tells it
+//!   where the call was routed, and records the call's typed outcome when it
+//!   ends (or, from the note's `Drop`, that the request was cancelled).
 //! - `defence` and `pin`: the defence records a finding or a held-back
 //!   change the first time it sees it (per server, tool and fingerprint), so
 //!   re-listing does not repeat it; output findings are recorded per call.
@@ -13,12 +13,14 @@
 //! happen on the audit writer, off the request path.
 
 use crate::error::Fail;
-use crate::gateway::{Gateway, Kind};
-use crate::session::{Outbound, Session};
+use crate::gateway::Gateway;
+use crate::pipeline::{Outcome as CallOutcome, RequestCtx};
+use crate::session::Session;
 use serde_json::Value;
 use serde_json::value::RawValue;
 use sluice_audit::{AuditLog, Decision, Event, Finding, Outcome, PinHeld, ToolCall};
 use sluice_scan::Report;
+use sluice_upstream::UpstreamError;
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
@@ -67,11 +69,11 @@ pub(crate) struct CallNote {
     server: Option<String>,
     upstream_tool: Option<String>,
     arguments: Option<Value>,
-    refused: Option<(&'static str, String)>,
 }
 
 impl CallNote {
-    fn new(log: &AuditLog, sess: &Session) -> CallNote {
+    fn new(log: &AuditLog, ctx: &RequestCtx) -> CallNote {
+        let sess: &Session = &ctx.session;
         let mut note = CallNote::off();
         if !log.enabled() {
             return note;
@@ -93,7 +95,7 @@ impl CallNote {
         };
         note.client_name = info("name");
         note.client_version = info("version");
-        note.remote = sess.remote();
+        note.remote = ctx.remote;
         note
     }
 
@@ -111,31 +113,18 @@ impl CallNote {
             server: None,
             upstream_tool: None,
             arguments: None,
-            refused: None,
-        }
-    }
-
-    /// The tool name the client asked for.
-    pub(crate) fn named(&mut self, exposed: &str) {
-        if self.log.is_some() {
-            self.tool = exposed.to_string();
         }
     }
 
     /// Where the call goes, and its arguments (copied only when the log keeps them).
-    pub(crate) fn routed(&mut self, server: &str, tool: &str, arguments: Option<&Value>) {
+    pub(crate) fn routed(&mut self, ctx: &RequestCtx, arguments: Option<&Value>) {
         let Some(log) = &self.log else { return };
-        self.server = Some(server.to_string());
-        self.upstream_tool = Some(tool.to_string());
+        let route = ctx.routed();
+        self.tool = route.exposed.clone();
+        self.server = Some(route.server_name.to_string());
+        self.upstream_tool = Some(route.name.clone());
         if log.keeps_arguments() {
             self.arguments = arguments.cloned();
-        }
-    }
-
-    /// The gateway refused the call (`code` as in the result's `_meta`).
-    pub(crate) fn refused(&mut self, code: &'static str, detail: &str) {
-        if self.log.is_some() {
-            self.refused = Some((code, detail.to_string()));
         }
     }
 
@@ -155,25 +144,41 @@ impl CallNote {
         })
     }
 
-    /// Records the call with the outcome of `result`.
-    async fn finish(mut self, result: &Result<Box<RawValue>, Fail>) {
+    /// Records the call with its typed outcome.
+    async fn finish(mut self, ctx: &RequestCtx, result: &CallOutcome) {
         let Some(log) = self.log.take() else { return };
-        let outcome = match (result, self.refused.take()) {
-            (Ok(_), Some((reason, detail))) => Outcome::Refused {
-                reason: reason.to_string(),
-                detail,
+        if self.tool.is_empty()
+            && let Some(tool) = &ctx.tool
+        {
+            self.tool = tool.clone();
+        }
+        let outcome = match result {
+            Ok(r) => result_outcome(r),
+            Err(Fail::Policy(r)) => Outcome::Refused {
+                reason: r.code.to_string(),
+                detail: r.message.clone(),
             },
-            (Ok(r), None) => result_outcome(r),
-            (Err(fail), _) => {
-                let e: Value = serde_json::from_str(&fail.to_error_json()).unwrap_or_default();
-                Outcome::Error {
-                    code: e["code"].as_i64().unwrap_or(0),
-                    message: e["message"].as_str().unwrap_or_default().to_string(),
-                }
-            }
+            Err(Fail::Upstream {
+                error: UpstreamError::Rpc(e),
+                ..
+            }) => rpc_error(e.get()),
+            // Any other upstream fault reaches the agent as a tool error.
+            Err(Fail::Upstream { error, .. }) => Outcome::ToolError {
+                code: Some(error.code().to_string()),
+            },
+            Err(Fail::Client(e)) => Outcome::Error {
+                code: e.code,
+                message: e.message.clone(),
+            },
         };
         log.record(self.event(outcome)).await;
     }
+}
+
+/// A JSON-RPC error object's code and message.
+fn rpc_error(error: &str) -> Outcome {
+    let (code, message) = crate::rescue::code_and_message(error);
+    Outcome::Error { code, message }
 }
 
 impl Drop for CallNote {
@@ -214,22 +219,29 @@ fn rules(report: &Report) -> Vec<String> {
     out
 }
 
-impl Gateway {
-    /// `tools/call`, recorded in the audit log however it ends.
-    pub(crate) async fn call_tool(
-        &self,
-        sess: &Arc<Session>,
-        params: Option<&RawValue>,
-        out: &Arc<dyn Outbound>,
-    ) -> Result<Box<RawValue>, Fail> {
-        let mut note = CallNote::new(&self.audit.log, sess);
-        let r = self
-            .call_named(sess, Kind::Tools, "tools/call", params, out, &mut note)
-            .await;
-        note.finish(&r).await;
-        r
+/// Audit: records every `tools/call` in the audit log, however it ends.
+///
+/// - Runs: around every `tools/call`: opened before the first stage,
+///   finished with the typed outcome after the last (a request aborted
+///   mid-way is recorded as `cancelled`).
+/// - May: nothing to the call; queues one event (arguments redacted on the
+///   writer, off the request path).
+/// - Default: on when `[audit] enabled = true`; a no-op otherwise.
+pub(crate) struct AuditStage;
+
+impl AuditStage {
+    /// The record of a call that starts now.
+    pub(crate) fn begin(&self, gw: &Gateway, ctx: &RequestCtx) -> CallNote {
+        CallNote::new(&gw.audit.log, ctx)
     }
 
+    /// Records the call with its outcome.
+    pub(crate) async fn finish(&self, note: CallNote, ctx: &RequestCtx, outcome: &CallOutcome) {
+        note.finish(ctx, outcome).await;
+    }
+}
+
+impl Gateway {
     /// Records a detector finding; definitions and instructions only the
     /// first time their fingerprint is seen.
     pub(crate) fn audit_finding(

@@ -5,10 +5,11 @@
 //! upstream, rewrite only what must change (names, progress tokens, ids), and
 //! forward raw JSON both ways.
 
-use crate::error::{Fail, raw, tool_error_result};
-use crate::limits::{self, Limits};
-use crate::metrics::{Metrics, RequestLabels};
+use crate::error::{Fail, raw};
+use crate::metrics::Metrics;
+use crate::pipeline::{Pipeline, RequestCtx};
 use crate::report;
+use crate::rescue::{Wire, rescue};
 use crate::session::{LogOp, Outbound, Session};
 use futures_util::future::join_all;
 use serde_json::value::RawValue;
@@ -117,6 +118,8 @@ pub struct Gateway {
     pub(crate) http_client: sluice_upstream::HttpClient,
     /// The audit log (see `audit.rs`).
     pub(crate) audit: crate::audit::Audit,
+    /// The stages every request passes (see `pipeline.rs`).
+    pipeline: Pipeline,
     me: std::sync::OnceLock<std::sync::Weak<Gateway>>,
 }
 
@@ -182,6 +185,7 @@ impl Gateway {
             })
             .collect();
         let firsts: Vec<_> = upstreams.iter().map(|u| u.start()).collect();
+        let pipeline = Pipeline::build(&config);
         let gw = Arc::new(Gateway {
             caches: upstreams
                 .iter()
@@ -209,6 +213,7 @@ impl Gateway {
             tasks: Mutex::new(HashMap::new()),
             http_client: client,
             audit: crate::audit::Audit::new(audit),
+            pipeline,
             me: std::sync::OnceLock::new(),
         });
         let _ = gw.me.set(Arc::downgrade(&gw));
@@ -390,36 +395,36 @@ impl Gateway {
         req: Request,
         out: Arc<dyn Outbound>,
     ) -> String {
-        let id = req.id;
-        let method = metric_method(&req.method);
-        match self
-            .dispatch(sess, &req.method, req.params.as_deref(), &out)
-            .await
-        {
-            Ok(result) => {
-                self.metrics
-                    .requests
-                    .get_or_create(&RequestLabels {
-                        method,
-                        outcome: "ok",
-                    })
-                    .inc();
-                jsonrpc::response_ok(&id, result.get())
-            }
-            Err(fail) => {
-                self.metrics
-                    .requests
-                    .get_or_create(&RequestLabels {
-                        method,
-                        outcome: "error",
-                    })
-                    .inc();
-                if let Fail::Upstream { server, error } = &fail {
-                    tracing::warn!(method = %req.method, %server, code = error.code(), error = %error, "upstream failure");
-                }
-                jsonrpc::response_err(Some(&id), &fail.to_error_json())
-            }
+        let mut ctx = RequestCtx::new(sess, &req.method, out);
+        match self.serve(&mut ctx, req.params.as_deref()).await {
+            Ok(result) => jsonrpc::response_ok(&req.id, result.get()),
+            Err(error) => jsonrpc::response_err(Some(&req.id), &error),
         }
+    }
+
+    /// Runs a request through the pipeline and maps its outcome to the wire
+    /// (`rescue`): the result, or the JSON-RPC error object's text. Every
+    /// front end's requests come through here.
+    pub(crate) async fn serve(
+        &self,
+        ctx: &mut RequestCtx,
+        params: Option<&RawValue>,
+    ) -> Result<Box<RawValue>, String> {
+        match self.pipeline.call(self, ctx, params).await {
+            Ok(result) => Ok(result),
+            Err(fail) => match rescue(ctx, &fail, |name| self.upstream_named(name)) {
+                Wire::Result(result) => Ok(result),
+                Wire::Error(error) => Err(error),
+            },
+        }
+    }
+
+    /// The configured upstream named `name`.
+    pub(crate) fn upstream_named(&self, name: &str) -> Option<&Upstream> {
+        self.upstreams
+            .iter()
+            .find(|u| u.name() == name)
+            .map(|u| &**u)
     }
 
     pub(crate) async fn dispatch(
@@ -439,12 +444,8 @@ impl Gateway {
             "prompts/list" => self.list(Kind::Prompts, params).await,
             "resources/list" => self.list(Kind::Resources, params).await,
             "resources/templates/list" => self.list(Kind::Templates, params).await,
-            "tools/call" => self.call_tool(sess, params, out).await,
-            "prompts/get" => {
-                let note = &mut crate::audit::CallNote::off();
-                self.call_named(sess, Kind::Prompts, method, params, out, note)
-                    .await
-            }
+            // `tools/call` passes the pipeline's stages (`Pipeline::call`).
+            "prompts/get" => self.get_prompt(sess, params, out).await,
             "resources/read" | "resources/subscribe" | "resources/unsubscribe" => {
                 self.call_uri(sess, method, params, out).await
             }
@@ -463,114 +464,19 @@ impl Gateway {
         }
     }
 
-    /// tools/call and prompts/get: route by exposed name, rewrite it, forward.
-    /// `note` gathers what the audit log records of a tool call.
-    pub(crate) async fn call_named(
+    /// prompts/get: route by exposed name, rewrite it, forward.
+    async fn get_prompt(
         &self,
         sess: &Arc<Session>,
-        kind: Kind,
-        method: &str,
         params: Option<&RawValue>,
         out: &Arc<dyn Outbound>,
-        note: &mut crate::audit::CallNote,
     ) -> Result<Box<RawValue>, Fail> {
         let mut p = params_map(params)?;
-        let exposed = required_str(&p, method, "name")?.to_string();
-        note.named(&exposed);
-        if kind == Kind::Tools && exposed == HEALTH_TOOL && self.config.gateway.health_tool {
-            return Ok(self.health_result(&p));
-        }
-        let (u, name) = self.route_name(kind, &exposed).await?;
-        note.routed(self.upstreams[u].name(), &name, p.get("arguments"));
-        if kind == Kind::Tools
-            && let Some(hold) = self.hold_of(u, &name).await
-        {
-            let server = self.upstreams[u].name();
-            tracing::warn!(%server, tool = %exposed, code = hold.code, "call of a held-back tool refused");
-            note.refused(hold.code, &hold.reason);
-            return Ok(crate::defence::refusal(
-                server,
-                &exposed,
-                hold.code,
-                format!(
-                    "Tool `{exposed}` is held back by the gateway: {}. {}",
-                    hold.reason,
-                    if hold.code == crate::defence::PIN_STORE_UNAVAILABLE {
-                        "Try again later."
-                    } else {
-                        "Do not retry it."
-                    }
-                ),
-            ));
-        }
+        let exposed = required_str(&p, "prompts/get", "name")?.to_string();
+        let (u, name) = self.route_name(Kind::Prompts, &exposed).await?;
         let up = &self.upstream_for(sess, u).await?;
-        if kind == Kind::Tools
-            && self.needs_approval(up, &name)
-            && let Err(why) = self
-                .ask_approval(sess, up, &exposed, p.get("arguments"), out)
-                .await
-        {
-            note.refused("approval_refused", &why);
-            return Ok(crate::defence::refusal(
-                up.name(),
-                &exposed,
-                "approval_refused",
-                format!(
-                    "Tool `{exposed}` was not called: it needs the user's approval, and {why}."
-                ),
-            ));
-        }
-        let may_retry = kind != Kind::Tools || up.config.is_idempotent(&name);
-        let limits = Limits {
-            max_tokens: up.config.max_output_tokens(&name),
-            max_binary: up.config.output.max_binary_bytes,
-        };
-        let timeout = match kind {
-            Kind::Tools => up
-                .config
-                .tool_timeouts
-                .get(&name)
-                .copied()
-                .unwrap_or(up.config.timeout),
-            _ => up.config.timeout,
-        };
         p.insert("name".into(), Value::String(name));
-        match self
-            .forward(
-                sess,
-                up,
-                method,
-                p,
-                out,
-                Policy {
-                    timeout,
-                    may_retry_sent: may_retry,
-                },
-            )
-            .await
-        {
-            Ok(r) if kind == Kind::Tools => {
-                if sess.protocol_version == version::MODERN {
-                    let r = self.wrap_created_task(up.name(), &exposed, r);
-                    return Ok(self.defend_output(up, &exposed, limits::apply(r, &limits)));
-                }
-                self.note_task(u, sess, &r);
-                Ok(self.defend_output(up, &exposed, limits::apply(r, &limits)))
-            }
-            Ok(r) => Ok(r),
-            Err(e @ UpstreamError::Rpc(_)) => Err(Fail::Upstream {
-                server: up.name().into(),
-                error: e,
-            }),
-            Err(e) if kind == Kind::Tools => {
-                tracing::warn!(server = %up.name(), tool = %exposed, code = e.code(), error = %e, "tool call failed");
-                Ok(raw(tool_error_result(up, &exposed, &e)))
-            }
-            Err(e) => Err(Fail::Upstream {
-                server: up.name().into(),
-                error: e,
-            }),
-        }
+        self.forward_safe(sess, up, "prompts/get", p, out).await
     }
 
     /// resources/read, subscribe, unsubscribe: route by URI.
@@ -664,7 +570,7 @@ impl Gateway {
     }
 
     /// Remembers a task a tool call created, so its `tasks/*` requests reach its server.
-    fn note_task(&self, u: usize, sess: &Arc<Session>, result: &RawValue) {
+    pub(crate) fn note_task(&self, u: usize, sess: &Arc<Session>, result: &RawValue) {
         if !result.get().contains("\"taskId\"") {
             return;
         }
@@ -827,7 +733,7 @@ impl Gateway {
 
     /// Forwards a request upstream, relaying what the server sends while it
     /// works (progress, logs, server-to-client requests) to the client.
-    async fn forward(
+    pub(crate) async fn forward(
         &self,
         sess: &Arc<Session>,
         up: &Upstream,
@@ -1707,7 +1613,7 @@ impl Gateway {
     }
 
     /// The `sluice__health` tool's answer.
-    fn health_result(&self, params: &Map<String, Value>) -> Box<RawValue> {
+    pub(crate) fn health_result(&self, params: &Map<String, Value>) -> Box<RawValue> {
         let only = params
             .get("arguments")
             .and_then(|a| a.get("server"))
@@ -1751,17 +1657,17 @@ impl Gateway {
 }
 
 /// How a forwarded request may be retried and how long it may take.
-struct Policy {
-    timeout: Duration,
+pub(crate) struct Policy {
+    pub timeout: Duration,
     /// The request is safe to repeat even if it may have reached the server.
-    may_retry_sent: bool,
+    pub may_retry_sent: bool,
 }
 
 /// The gateway's own tool reporting server health.
 pub(crate) const HEALTH_TOOL: &str = "sluice__health";
 
 /// A low-cardinality label for a method.
-fn metric_method(m: &str) -> &'static str {
+pub(crate) fn metric_method(m: &str) -> &'static str {
     const KNOWN: [&str; 14] = [
         "ping",
         "tools/list",
@@ -1817,5 +1723,26 @@ impl Drop for DoneGuard {
         if let Some(f) = self.0.take() {
             f(None);
         }
+    }
+}
+
+#[cfg(test)]
+impl Gateway {
+    /// Tests: the tool list of server `u` as if it had been fetched, with
+    /// `held` tools held back.
+    pub(crate) fn seed_tools(&self, u: usize, list: Vec<Value>, held: Vec<(&str, &'static str)>) {
+        self.store_list(u, Kind::Tools, Arc::new(list));
+        self.caches[u].lock().unwrap().held = held
+            .into_iter()
+            .map(|(name, code)| {
+                (
+                    name.to_string(),
+                    crate::defence::Hold {
+                        code,
+                        reason: format!("test hold {code}"),
+                    },
+                )
+            })
+            .collect();
     }
 }

@@ -3,6 +3,8 @@
 //! - [`gateway`]: one MCP server made of many (routing, aggregation, relaying).
 //! - [`http`]: Streamable HTTP at `/mcp` (2025-11-25 sessions, SSE, resumability).
 //! - [`stdio`]: the same gateway over stdin/stdout.
+//! - `pipeline`: the one request path (`Pipeline::call`) and its `stages`.
+//! - `rescue`: the one mapping of failures to the wire.
 //! - `audit`: what goes to the audit log, and from where.
 
 mod audit;
@@ -14,10 +16,13 @@ mod isolation;
 mod limits;
 mod metrics;
 mod modern;
+mod pipeline;
 mod relay;
 mod report;
+mod rescue;
 pub mod session;
 mod sessions;
+mod stages;
 pub mod stdio;
 mod tasks;
 

@@ -19,12 +19,17 @@ pub(crate) struct Limits {
 /// Applies `limits` to a `tools/call` result. Returns the result unchanged
 /// when it fits.
 pub(crate) fn apply(result: Box<RawValue>, limits: &Limits) -> Box<RawValue> {
+    cut(result, limits).0
+}
+
+/// [`apply`], also telling whether anything was cut.
+pub(crate) fn cut(result: Box<RawValue>, limits: &Limits) -> (Box<RawValue>, bool) {
     let max_text = limits.max_tokens.saturating_mul(BYTES_PER_TOKEN);
     if result.get().len() <= max_text.min(limits.max_binary) {
-        return result;
+        return (result, false);
     }
     let Ok(mut r) = serde_json::from_str::<Map<String, Value>>(result.get()) else {
-        return result;
+        return (result, false);
     };
     let mut notes: Vec<String> = Vec::new();
     let mut changed = false;
@@ -105,13 +110,16 @@ pub(crate) fn apply(result: Box<RawValue>, limits: &Limits) -> Box<RawValue> {
     }
 
     if !changed {
-        return result;
+        return (result, false);
     }
     let meta = r.entry("_meta").or_insert_with(|| json!({}));
     if let Value::Object(m) = meta {
         m.insert("sluice/truncated".into(), json!({"notes": notes}));
     }
-    RawValue::from_string(Value::Object(r).to_string()).unwrap_or(result)
+    match RawValue::from_string(Value::Object(r).to_string()) {
+        Ok(cut) => (cut, true),
+        Err(_) => (result, false),
+    }
 }
 
 fn text_of(item: &Value) -> Option<&str> {

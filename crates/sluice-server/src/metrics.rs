@@ -11,7 +11,17 @@ use std::sync::Arc;
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub(crate) struct RequestLabels {
     pub method: &'static str,
+    /// `session` (2025-11-25 and earlier) or `stateless` (2026-07-28).
+    pub era: &'static str,
+    /// `ok`, or who was at fault: `client`, `policy`, `upstream`.
     pub outcome: &'static str,
+}
+
+/// A pipeline stage's decision other than "go on".
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct StageLabels {
+    pub stage: &'static str,
+    pub decision: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -40,6 +50,7 @@ struct StatusLabels {
 pub(crate) struct Metrics {
     registry: Registry,
     pub requests: Family<RequestLabels, Counter>,
+    pub stage_decisions: Family<StageLabels, Counter>,
     pub dropped: Family<DropLabels, Counter>,
     pub sessions: Gauge,
     findings: Family<FindingLabels, Counter>,
@@ -56,6 +67,7 @@ impl Metrics {
     pub(crate) fn new(audit: Arc<sluice_audit::Counters>) -> Self {
         let mut registry = Registry::with_prefix("sluice");
         let requests = Family::<RequestLabels, Counter>::default();
+        let stage_decisions = Family::<StageLabels, Counter>::default();
         let dropped = Family::<DropLabels, Counter>::default();
         let sessions = Gauge::default();
         let findings = Family::<FindingLabels, Counter>::default();
@@ -70,8 +82,13 @@ impl Metrics {
         let upstream_restarts = Family::<ServerLabels, Counter>::default();
         registry.register(
             "requests",
-            "Client requests served, by method and outcome (ok, error)",
+            "Client requests served, by method, era (session, stateless) and outcome (ok, or the fault: client, policy, upstream)",
             requests.clone(),
+        );
+        registry.register(
+            "stage_decisions",
+            "Pipeline stage decisions other than going on (a refusal, an answer, a cut or withheld output), by stage and decision",
+            stage_decisions.clone(),
         );
         registry.register(
             "dropped_messages",
@@ -117,6 +134,7 @@ impl Metrics {
             audit_records,
             audit_write_errors,
             requests,
+            stage_decisions,
             dropped,
             sessions,
             findings,

@@ -684,9 +684,10 @@ fn start(gw: &Arc<Gateway>, method: &str, target: String, env: Envelope) -> Flig
     let (done_tx, done) = tokio::sync::oneshot::channel::<Outcome>();
     let (g, s, m) = (gw.clone(), sess.clone(), method.to_string());
     let task = tokio::spawn(async move {
-        let outcome = match g.dispatch(&s, &m, Some(&params), &out).await {
+        let mut ctx = crate::pipeline::RequestCtx::new(&s, &m, out);
+        let outcome = match g.serve(&mut ctx, Some(&params)).await {
             Ok(result) => Ok(shape_result(&m, result.get())),
-            Err(fail) => Err(shape_error(&fail.to_error_json())),
+            Err(error) => Err(shape_error(&error)),
         };
         let _ = done_tx.send(outcome);
     });
@@ -999,7 +1000,7 @@ async fn listen(gw: &Arc<Gateway>, headers: &HeaderMap, req: Request, env: Envel
         {
             Ok(_) => subscribed.push(json!(uri)),
             Err(e) => {
-                tracing::info!(%uri, error = %e.to_error_json(), "resource subscription not honored")
+                tracing::info!(%uri, error = %crate::rescue::error_json(&e), "resource subscription not honored")
             }
         }
     }
