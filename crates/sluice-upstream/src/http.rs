@@ -335,7 +335,15 @@ impl HttpConn {
                         };
                         let Some(Ok(chunk)) = chunk else { break };
                         let Some(this) = conn.upgrade() else { return };
+                        let mut refused = None;
                         for ev in parser.feed(&chunk) {
+                            let ev = match ev {
+                                Ok(ev) => ev,
+                                Err(e) => {
+                                    refused = Some(e);
+                                    break;
+                                }
+                            };
                             if let Ok(Message::Notification(n)) = Message::parse(ev.data.as_bytes())
                                 && n.method != "notifications/subscriptions/acknowledged"
                             {
@@ -345,6 +353,11 @@ impl HttpConn {
                                     params: n.params,
                                 });
                             }
+                        }
+                        if let Some(e) = refused {
+                            let e = too_large(e);
+                            tracing::warn!(server = %this.name, error = %e, "upstream listen stream dropped");
+                            break;
                         }
                     }
                     if changed {
@@ -457,6 +470,8 @@ impl HttpConn {
         while let Some(chunk) = stream.next().await {
             let chunk = chunk.map_err(|e| UpstreamError::Transport(root_cause(&e)))?;
             for ev in parser.feed(&chunk) {
+                // Dropping the stream closes the response: the server stops sending.
+                let ev = ev.map_err(too_large)?;
                 if ev.data.is_empty() {
                     continue;
                 }
@@ -576,9 +591,17 @@ impl HttpConn {
                     let mut parser = sse::Parser::default();
                     let mut stream = resp.bytes_stream();
                     drop(this);
-                    while let Some(Ok(chunk)) = stream.next().await {
+                    'stream: while let Some(Ok(chunk)) = stream.next().await {
                         let Some(this) = conn.upgrade() else { return };
                         for ev in parser.feed(&chunk) {
+                            let ev = match ev {
+                                Ok(ev) => ev,
+                                Err(e) => {
+                                    let e = too_large(e);
+                                    tracing::warn!(server = %this.name, error = %e, "upstream GET stream dropped");
+                                    break 'stream;
+                                }
+                            };
                             match Message::parse(ev.data.as_bytes()) {
                                 Ok(Message::Notification(n)) => {
                                     let _ = this.events.send(UpstreamEvent::Notification {
@@ -705,6 +728,7 @@ pub(crate) async fn connect_legacy_sse(
         };
         let mut found = None;
         for ev in parser.feed(&chunk) {
+            let ev = ev.map_err(too_large)?;
             if found.is_none() && ev.event.as_deref() == Some("endpoint") {
                 found = Some(ev.data);
             } else {
@@ -756,20 +780,36 @@ pub(crate) async fn connect_legacy_sse(
         for ev in pending_events {
             reader.on_message(ev.data.as_bytes());
         }
-        while let Some(chunk) = stream.next().await {
+        let mut reason = "the server closed its SSE stream".to_string();
+        'stream: while let Some(chunk) = stream.next().await {
             let Ok(chunk) = chunk else { break };
             for ev in parser.feed(&chunk) {
+                let ev = match ev {
+                    Ok(ev) => ev,
+                    Err(e) => {
+                        // Its answers are lost with the event: fail the calls and reconnect.
+                        reason = format!("the server {}", too_large(e));
+                        break 'stream;
+                    }
+                };
                 if ev.event.as_deref().is_none_or(|e| e == "message") && !ev.data.is_empty() {
                     reader.on_message(ev.data.as_bytes());
                 }
             }
         }
-        let reason = "the server closed its SSE stream".to_string();
         tracing::warn!(server = %n, %reason, "legacy SSE upstream stopped");
         reader.close(reason.clone());
         let _ = closed.send(reason);
     });
     Ok(duplex)
+}
+
+/// The upstream error for an SSE event over the parser's limit; the caller
+/// stops reading that stream.
+fn too_large(e: sse::EventTooLarge) -> UpstreamError {
+    UpstreamError::Protocol(format!(
+        "{e} (the gateway's limit); the gateway stopped reading that stream"
+    ))
 }
 
 fn negotiated_version(result: &RawValue) -> Option<String> {
