@@ -6,6 +6,7 @@
 //! streams while answering a POST belong to that call; messages on its
 //! standalone GET stream belong to none.
 
+use crate::backoff::Backoff;
 use crate::duplex::{Duplex, progress_token, reply_line};
 use crate::{CallCtx, Related, UpstreamError, UpstreamEvent};
 use futures_util::StreamExt;
@@ -295,7 +296,7 @@ impl HttpConn {
     /// Keeps a `subscriptions/listen` stream open to a 2026 server, for its
     /// change notifications.
     pub(crate) async fn listen_modern(conn: Weak<HttpConn>) {
-        let mut backoff = Duration::from_millis(500);
+        let mut backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(30));
         loop {
             let Some(this) = conn.upgrade() else { return };
             let uris: Vec<String> = this.subscriptions.lock().unwrap().iter().cloned().collect();
@@ -317,9 +318,9 @@ impl HttpConn {
                 .await;
             match sent {
                 Ok(resp) if resp.status().is_success() => {
-                    backoff = Duration::from_millis(500);
                     let mut parser = sse::Parser::default();
                     let mut stream = resp.bytes_stream();
+                    let mut dropped = false;
                     let notify = this.relisten.clone();
                     drop(this);
                     let relisten = notify.notified();
@@ -357,15 +358,18 @@ impl HttpConn {
                         if let Some(e) = refused {
                             let e = too_large(e);
                             tracing::warn!(server = %this.name, error = %e, "upstream listen stream dropped");
+                            dropped = true;
                             break;
                         }
                     }
                     if changed {
                         continue; // reopen at once with the new subscriptions
                     }
-                    backoff = Duration::from_millis(500);
-                    tokio::time::sleep(backoff).await;
-                    continue;
+                    // A stream that ended is a success; one dropped for an
+                    // oversized event is retried later and later.
+                    if !dropped {
+                        backoff.reset();
+                    }
                 }
                 Ok(resp) => {
                     tracing::debug!(server = %this.name, status = resp.status().as_u16(), "upstream listen refused")
@@ -374,8 +378,7 @@ impl HttpConn {
                     tracing::debug!(server = %this.name, error = %root_cause(&e), "upstream listen failed")
                 }
             }
-            tokio::time::sleep(backoff).await;
-            backoff = (backoff * 2).min(Duration::from_secs(30));
+            tokio::time::sleep(backoff.next_delay()).await;
         }
     }
 
@@ -569,7 +572,7 @@ impl HttpConn {
     /// Keeps the standalone GET stream open for messages tied to no call.
     /// Returns when the server does not offer one (405) or the connection is dropped.
     pub(crate) async fn listen(conn: Weak<HttpConn>) {
-        let mut backoff = Duration::from_millis(500);
+        let mut backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(30));
         loop {
             let Some(this) = conn.upgrade() else { return };
             let mut rb = this
@@ -587,10 +590,12 @@ impl HttpConn {
             match rb.send().await {
                 Ok(resp) if resp.status().as_u16() == 405 => return,
                 Ok(resp) if resp.status().is_success() => {
-                    backoff = Duration::from_millis(500);
                     let mut parser = sse::Parser::default();
                     let mut stream = resp.bytes_stream();
                     drop(this);
+                    // A stream that ended is a success; one dropped for an
+                    // oversized event is retried later and later.
+                    let mut dropped = false;
                     'stream: while let Some(Ok(chunk)) = stream.next().await {
                         let Some(this) = conn.upgrade() else { return };
                         for ev in parser.feed(&chunk) {
@@ -599,6 +604,7 @@ impl HttpConn {
                                 Err(e) => {
                                     let e = too_large(e);
                                     tracing::warn!(server = %this.name, error = %e, "upstream GET stream dropped");
+                                    dropped = true;
                                     break 'stream;
                                 }
                             };
@@ -615,6 +621,9 @@ impl HttpConn {
                             }
                         }
                     }
+                    if !dropped {
+                        backoff.reset();
+                    }
                 }
                 Ok(resp) => {
                     tracing::debug!(server = %this.name, status = resp.status().as_u16(), "upstream GET stream refused")
@@ -623,8 +632,7 @@ impl HttpConn {
                     tracing::debug!(server = %this.name, error = %root_cause(&e), "upstream GET stream failed")
                 }
             }
-            tokio::time::sleep(backoff).await;
-            backoff = (backoff * 2).min(Duration::from_secs(30));
+            tokio::time::sleep(backoff.next_delay()).await;
         }
     }
 
