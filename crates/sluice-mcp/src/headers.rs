@@ -127,12 +127,19 @@ pub fn matches(decoded: &str, v: &Value) -> bool {
             if decoded == number_text(n) {
                 return true;
             }
+            // Only JSON's number syntax (no `+1`, `inf`, `0x10`).
             let Ok(sent) = serde_json::from_str::<Number>(decoded) else {
                 return false;
             };
             match (integer(&sent), integer(n)) {
                 (Some(a), Some(b)) => a == b,
-                _ => sent.as_f64().zip(n.as_f64()).is_some_and(|(a, b)| a == b),
+                // The standard parser rounds correctly; serde_json's default
+                // one can miss by an ulp near 2^53.
+                _ => decoded
+                    .parse::<f64>()
+                    .ok()
+                    .zip(n.as_f64())
+                    .is_some_and(|(a, b)| a == b),
             }
         }
         _ => true,
@@ -206,6 +213,10 @@ mod tests {
         assert!(matches("3", &json!(3.0)));
         assert!(matches("3.0", &json!(3)), "numerically equal");
         assert!(matches("42.0", &json!(42)));
+        assert!(
+            matches("7217669807414825.0", &json!(7217669807414825_i64)),
+            "parsed exactly near 2^53"
+        );
         assert!(!matches("3.5", &json!(3)));
         assert!(!matches("+3", &json!(3)), "not a JSON number");
         assert!(!matches("three", &json!(3)));
@@ -239,5 +250,73 @@ mod tests {
         assert_eq!(param_value(&Value::Null), None);
         assert_eq!(param_header(&json!([1])), None);
         assert_eq!(param_header(&json!({"a": 1})), None);
+    }
+}
+
+/// Property tests: arbitrary strings through the codec.
+#[cfg(test)]
+mod props {
+    use super::*;
+    use proptest::prelude::*;
+    use serde_json::json;
+
+    proptest! {
+        // Each property takes well under a second in a debug build.
+        #![proptest_config(ProptestConfig { cases: 2048, ..ProptestConfig::default() })]
+
+        /// Whatever a client sends, decoding returns a value or a reason; it never panics.
+        #[test]
+        fn decoding_any_string_never_panics(s in any::<String>()) {
+            let _ = decode(&s);
+        }
+
+        /// Sentinel-shaped input with an arbitrary payload: decoded or refused, never a panic,
+        /// and a decoded payload is the one spelling of its text.
+        #[test]
+        fn decoding_any_sentinel_never_panics(payload in "[A-Za-z0-9+/=?!\\-_ ]{0,40}") {
+            let v = format!("=?base64?{payload}?=");
+            if let Ok(text) = decode(&v) {
+                prop_assert_eq!(STANDARD.encode(text.as_bytes()), payload);
+            }
+        }
+
+        /// encode→decode gives back any string, and what encode produces is a
+        /// safe header value: visible ASCII and inner spaces, never empty.
+        #[test]
+        fn encoding_round_trips_any_string(s in any::<String>()) {
+            let e = encode(&s);
+            prop_assert!(!e.is_empty());
+            prop_assert!(e.bytes().all(|b| (0x20..=0x7e).contains(&b)), "unsafe bytes in {:?}", e);
+            prop_assert!(!e.starts_with(' ') && !e.ends_with(' '));
+            let back = decode(&e);
+            prop_assert_eq!(back.as_deref(), Ok(s.as_str()));
+        }
+
+        /// What the gateway sends for an argument is what its own check accepts.
+        #[test]
+        fn a_sent_value_matches_its_argument(
+            v in prop_oneof![
+                any::<String>().prop_map(Value::from),
+                any::<bool>().prop_map(Value::from),
+                any::<i64>().prop_map(Value::from),
+                any::<u64>().prop_map(Value::from),
+                (-MAX_SAFE_INTEGER..=MAX_SAFE_INTEGER).prop_map(|i| json!(i as f64)),
+                any::<f64>().prop_filter("JSON has no NaN or infinities", |f| f.is_finite()).prop_map(|f| json!(f)),
+            ]
+        ) {
+            let header = param_header(&v).expect("a primitive is carried");
+            let decoded = decode(&header).expect("what we encode decodes");
+            prop_assert!(matches(&decoded, &v), "{:?} sent as {:?}", v, header);
+        }
+
+        /// An integer spelled as a float and as an integer is one value on both sides.
+        #[test]
+        fn integral_floats_and_integers_agree(i in -MAX_SAFE_INTEGER..=MAX_SAFE_INTEGER) {
+            prop_assert_eq!(param_value(&json!(i as f64)), param_value(&json!(i)));
+            let spelled = format!("{i}.0");
+            prop_assert!(matches(&spelled, &json!(i)));
+            prop_assert!(matches(&i.to_string(), &json!(i as f64)));
+            prop_assert!(!matches(&(i as i128 + 1).to_string(), &json!(i)));
+        }
     }
 }

@@ -359,3 +359,183 @@ mod tests {
         assert_eq!(event(None, ""), "data: \n\n");
     }
 }
+
+/// Property tests: arbitrary bytes in arbitrary chunks.
+#[cfg(test)]
+mod props {
+    use super::*;
+    use proptest::prelude::*;
+    use proptest::sample::Index;
+
+    /// Enough cases to explore, few enough that each property takes about a
+    /// second in a debug build.
+    fn config(cases: u32) -> ProptestConfig {
+        ProptestConfig {
+            cases,
+            ..ProptestConfig::default()
+        }
+    }
+
+    /// `bytes` cut at `cuts` (positions chosen anywhere, in any order).
+    fn chunked<'a>(bytes: &'a [u8], cuts: &[Index]) -> Vec<&'a [u8]> {
+        let mut at: Vec<usize> = cuts.iter().map(|i| i.index(bytes.len() + 1)).collect();
+        at.push(0);
+        at.push(bytes.len());
+        at.sort_unstable();
+        at.dedup();
+        at.windows(2).map(|w| &bytes[w[0]..w[1]]).collect()
+    }
+
+    /// Feeds the chunks, checking the memory bound after each; returns everything produced.
+    fn feed_all(p: &mut Parser, chunks: &[&[u8]]) -> Vec<Result<Event, EventTooLarge>> {
+        let mut out = Vec::new();
+        for c in chunks {
+            out.extend(p.feed(c));
+            assert!(
+                p.buffered() <= p.max_event_size(),
+                "{} bytes held over a limit of {}",
+                p.buffered(),
+                p.max_event_size()
+            );
+        }
+        out
+    }
+
+    /// Bytes that are mostly SSE syntax (line endings, colons, field names),
+    /// with arbitrary bytes (invalid UTF-8 included) mixed in.
+    fn sse_ish() -> impl Strategy<Value = Vec<u8>> {
+        let syntax = prop::sample::select(b"\n\r: dataevntidx".to_vec());
+        prop::collection::vec(prop_oneof![3 => syntax, 1 => any::<u8>()], 0..400)
+    }
+
+    /// One event of a well-formed stream.
+    #[derive(Debug, Clone)]
+    struct Ev {
+        id: Option<String>,
+        event: Option<String>,
+        data: Vec<String>,
+        comment: bool,
+    }
+
+    fn text() -> impl Strategy<Value = String> {
+        // No line ending characters; anything else, non-ASCII included.
+        "[^\r\n]{0,24}"
+    }
+
+    fn ev() -> impl Strategy<Value = Ev> {
+        (
+            prop::option::of(text()),
+            prop::option::of(text()),
+            prop::collection::vec(text(), 0..4),
+            any::<bool>(),
+        )
+            .prop_map(|(id, event, data, comment)| Ev {
+                id,
+                event,
+                data,
+                comment,
+            })
+    }
+
+    /// Serializes events with one line-ending style per stream (a lone CR
+    /// followed by an LF-terminated blank line would be a CRLF, by the
+    /// format's own rules, so styles are not mixed with CR); `mixed` picks
+    /// LF or CRLF per line.
+    fn serialize(events: &[Ev], style: u8, mixed: &[bool]) -> Vec<u8> {
+        let mut out = Vec::new();
+        let mut n = 0usize;
+        let mut line = |out: &mut Vec<u8>, text: &str| {
+            out.extend_from_slice(text.as_bytes());
+            let eol: &[u8] = match style % 4 {
+                0 => b"\n",
+                1 => b"\r\n",
+                2 => b"\r",
+                _ if mixed.get(n % mixed.len().max(1)).copied().unwrap_or(false) => b"\r\n",
+                _ => b"\n",
+            };
+            n += 1;
+            out.extend_from_slice(eol);
+        };
+        for e in events {
+            if e.comment {
+                line(&mut out, ": keep-alive");
+            }
+            if let Some(id) = &e.id {
+                line(&mut out, &format!("id: {id}"));
+            }
+            if let Some(ev) = &e.event {
+                line(&mut out, &format!("event: {ev}"));
+            }
+            for d in &e.data {
+                line(&mut out, &format!("data: {d}"));
+            }
+            line(&mut out, "");
+        }
+        out
+    }
+
+    /// What a well-formed stream of `events` must parse to.
+    fn expected(events: &[Ev]) -> Vec<Result<Event, EventTooLarge>> {
+        events
+            .iter()
+            .filter(|e| !e.data.is_empty() || e.event.is_some())
+            .map(|e| {
+                Ok(Event {
+                    id: e.id.clone(),
+                    event: e.event.clone(),
+                    data: e.data.join("\n"),
+                })
+            })
+            .collect()
+    }
+
+    proptest! {
+        #![proptest_config(config(384))]
+
+        /// Never panics, never holds more than its limit, and cutting the
+        /// bytes anywhere changes nothing: the same events and the same
+        /// errors, in the same order.
+        #[test]
+        fn any_chunking_of_any_bytes_parses_the_same(
+            bytes in sse_ish(),
+            cuts in prop::collection::vec(any::<Index>(), 0..24),
+            max in 8usize..96,
+        ) {
+            let whole = feed_all(&mut Parser::with_max_event_size(max), &[&bytes]);
+            let pieces = feed_all(&mut Parser::with_max_event_size(max), &chunked(&bytes, &cuts));
+            prop_assert_eq!(whole, pieces);
+        }
+    }
+
+    proptest! {
+        #![proptest_config(config(1024))]
+
+        /// Fully arbitrary bytes, fed one by one and whole.
+        #[test]
+        fn arbitrary_bytes_byte_by_byte(
+            bytes in prop::collection::vec(any::<u8>(), 0..256),
+            max in 1usize..64,
+        ) {
+            let whole = feed_all(&mut Parser::with_max_event_size(max), &[&bytes]);
+            let singles: Vec<&[u8]> = bytes.chunks(1).collect();
+            let bytewise = feed_all(&mut Parser::with_max_event_size(max), &singles);
+            prop_assert_eq!(whole, bytewise);
+        }
+
+        /// A well-formed stream yields exactly its events, however it is cut.
+        #[test]
+        fn a_valid_stream_yields_its_events_in_any_chunks(
+            events in prop::collection::vec(ev(), 0..6),
+            style in any::<u8>(),
+            mixed in prop::collection::vec(any::<bool>(), 1..8),
+            cuts in prop::collection::vec(any::<Index>(), 0..24),
+        ) {
+            let bytes = serialize(&events, style, &mixed);
+            let want = expected(&events);
+            let whole = feed_all(&mut Parser::default(), &[&bytes]);
+            prop_assert_eq!(&whole, &want);
+            let pieces = feed_all(&mut Parser::default(), &chunked(&bytes, &cuts));
+            prop_assert_eq!(&pieces, &want);
+        }
+    }
+}
