@@ -1318,16 +1318,8 @@ impl Gateway {
         crate::modern::param_headers(tool)
             .into_iter()
             .filter_map(|(h, arg)| {
-                let v = args?.get(&arg)?;
-                let text = match v {
-                    Value::String(s) => s.clone(),
-                    Value::Bool(_) | Value::Number(_) => v.to_string(),
-                    _ => return None,
-                };
-                Some((
-                    format!("Mcp-Param-{h}"),
-                    sluice_upstream::modern::encode_header_value(&text),
-                ))
+                let value = sluice_mcp::headers::param_header(args?.get(&arg)?)?;
+                Some((format!("Mcp-Param-{h}"), value))
             })
             .collect()
     }

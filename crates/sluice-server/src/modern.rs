@@ -16,7 +16,7 @@ use axum::body::{Body, Bytes};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use base64::Engine;
-use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use futures_util::stream;
 use serde_json::{Map, Value, json};
 use sluice_mcp::jsonrpc::{self, Id, Message, Request};
@@ -95,20 +95,6 @@ pub(crate) fn param_headers(tool: &Value) -> Vec<(String, String)> {
         .collect()
 }
 
-/// A primitive argument as its header carries it.
-fn header_form(v: &Value) -> Option<String> {
-    match v {
-        Value::String(s) => Some(s.clone()),
-        Value::Bool(b) => Some(b.to_string()),
-        Value::Number(n) if n.is_i64() || n.is_u64() => Some(n.to_string()),
-        Value::Number(n) => n
-            .as_f64()
-            .filter(|f| f.fract() == 0.0)
-            .map(|f| (f as i64).to_string()),
-        _ => None,
-    }
-}
-
 /// `Mcp-Param-*` headers must mirror the arguments their tool annotates with
 /// `x-mcp-header`: present exactly when the argument is, and equal to it.
 fn check_param_headers(
@@ -147,20 +133,15 @@ fn check_param_headers(
                 ));
             }
             (Some(s), Some(v)) => {
-                let decoded = decode_header_value(s).ok_or_else(|| {
+                let decoded = sluice_mcp::headers::decode(s).map_err(|e| {
                     RpcError::new(
                         HEADER_MISMATCH,
-                        format!("Mcp-Param-{h} header carries a malformed base64 sentinel value"),
+                        format!(
+                            "Mcp-Param-{h} header carries a malformed base64 sentinel value: {e}"
+                        ),
                     )
                 })?;
-                let matches = match (header_form(v), v) {
-                    (Some(expected), Value::Number(n)) => {
-                        decoded.parse::<f64>().ok() == n.as_f64() || decoded == expected
-                    }
-                    (Some(expected), _) => decoded == expected,
-                    (None, _) => true,
-                };
-                if !matches {
+                if !sluice_mcp::headers::matches(&decoded, v) {
                     return Err(RpcError::new(
                         HEADER_MISMATCH,
                         format!(
@@ -174,21 +155,10 @@ fn check_param_headers(
     Ok(())
 }
 
-/// Decodes `=?base64?…?=` (strict, canonical padding, UTF-8); other values are literal.
+/// Decodes a header value strictly; `None` for a malformed sentinel (see
+/// [`sluice_mcp::headers::decode`]).
 fn decode_header_value(v: &str) -> Option<String> {
-    match v
-        .strip_prefix("=?base64?")
-        .and_then(|r| r.strip_suffix("?="))
-    {
-        None => Some(v.to_string()),
-        Some(b64) => {
-            let bytes = STANDARD.decode(b64).ok()?;
-            if STANDARD.encode(&bytes) != b64 {
-                return None;
-            }
-            String::from_utf8(bytes).ok()
-        }
-    }
+    sluice_mcp::headers::decode(v).ok().map(|v| v.into_owned())
 }
 
 /// Serves a POST of the stateless revision.
@@ -1051,26 +1021,6 @@ async fn listen(gw: &Arc<Gateway>, headers: &HeaderMap, req: Request, env: Envel
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn header_values_decode_strictly() {
-        assert_eq!(decode_header_value("echo").as_deref(), Some("echo"));
-        assert_eq!(
-            decode_header_value("=?base64?SGVsbG8sIOS4lueVjA==?=").as_deref(),
-            Some("Hello, 世界")
-        );
-        assert_eq!(
-            decode_header_value("=?base64?SGVsbG8?="),
-            None,
-            "missing padding"
-        );
-        assert_eq!(decode_header_value("=?base64?SGVs!!!bG8=?="), None);
-        assert_eq!(
-            decode_header_value("=?base64?abc").as_deref(),
-            Some("=?base64?abc"),
-            "literal"
-        );
-    }
 
     #[test]
     fn results_are_shaped_for_2026_clients() {

@@ -6,6 +6,7 @@
 //! streams while answering a POST belong to that call; messages on its
 //! standalone GET stream belong to none.
 
+use crate::backoff::Backoff;
 use crate::duplex::{Duplex, progress_token, reply_line};
 use crate::{CallCtx, Related, UpstreamError, UpstreamEvent};
 use futures_util::StreamExt;
@@ -295,7 +296,7 @@ impl HttpConn {
     /// Keeps a `subscriptions/listen` stream open to a 2026 server, for its
     /// change notifications.
     pub(crate) async fn listen_modern(conn: Weak<HttpConn>) {
-        let mut backoff = Duration::from_millis(500);
+        let mut backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(30));
         loop {
             let Some(this) = conn.upgrade() else { return };
             let uris: Vec<String> = this.subscriptions.lock().unwrap().iter().cloned().collect();
@@ -317,9 +318,9 @@ impl HttpConn {
                 .await;
             match sent {
                 Ok(resp) if resp.status().is_success() => {
-                    backoff = Duration::from_millis(500);
                     let mut parser = sse::Parser::default();
                     let mut stream = resp.bytes_stream();
+                    let mut dropped = false;
                     let notify = this.relisten.clone();
                     drop(this);
                     let relisten = notify.notified();
@@ -335,7 +336,15 @@ impl HttpConn {
                         };
                         let Some(Ok(chunk)) = chunk else { break };
                         let Some(this) = conn.upgrade() else { return };
+                        let mut refused = None;
                         for ev in parser.feed(&chunk) {
+                            let ev = match ev {
+                                Ok(ev) => ev,
+                                Err(e) => {
+                                    refused = Some(e);
+                                    break;
+                                }
+                            };
                             if let Ok(Message::Notification(n)) = Message::parse(ev.data.as_bytes())
                                 && n.method != "notifications/subscriptions/acknowledged"
                             {
@@ -346,13 +355,21 @@ impl HttpConn {
                                 });
                             }
                         }
+                        if let Some(e) = refused {
+                            let e = too_large(e);
+                            tracing::warn!(server = %this.name, error = %e, "upstream listen stream dropped");
+                            dropped = true;
+                            break;
+                        }
                     }
                     if changed {
                         continue; // reopen at once with the new subscriptions
                     }
-                    backoff = Duration::from_millis(500);
-                    tokio::time::sleep(backoff).await;
-                    continue;
+                    // A stream that ended is a success; one dropped for an
+                    // oversized event is retried later and later.
+                    if !dropped {
+                        backoff.reset();
+                    }
                 }
                 Ok(resp) => {
                     tracing::debug!(server = %this.name, status = resp.status().as_u16(), "upstream listen refused")
@@ -361,8 +378,7 @@ impl HttpConn {
                     tracing::debug!(server = %this.name, error = %root_cause(&e), "upstream listen failed")
                 }
             }
-            tokio::time::sleep(backoff).await;
-            backoff = (backoff * 2).min(Duration::from_secs(30));
+            tokio::time::sleep(backoff.next_delay()).await;
         }
     }
 
@@ -457,6 +473,8 @@ impl HttpConn {
         while let Some(chunk) = stream.next().await {
             let chunk = chunk.map_err(|e| UpstreamError::Transport(root_cause(&e)))?;
             for ev in parser.feed(&chunk) {
+                // Dropping the stream closes the response: the server stops sending.
+                let ev = ev.map_err(too_large)?;
                 if ev.data.is_empty() {
                     continue;
                 }
@@ -554,7 +572,7 @@ impl HttpConn {
     /// Keeps the standalone GET stream open for messages tied to no call.
     /// Returns when the server does not offer one (405) or the connection is dropped.
     pub(crate) async fn listen(conn: Weak<HttpConn>) {
-        let mut backoff = Duration::from_millis(500);
+        let mut backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(30));
         loop {
             let Some(this) = conn.upgrade() else { return };
             let mut rb = this
@@ -572,13 +590,24 @@ impl HttpConn {
             match rb.send().await {
                 Ok(resp) if resp.status().as_u16() == 405 => return,
                 Ok(resp) if resp.status().is_success() => {
-                    backoff = Duration::from_millis(500);
                     let mut parser = sse::Parser::default();
                     let mut stream = resp.bytes_stream();
                     drop(this);
-                    while let Some(Ok(chunk)) = stream.next().await {
+                    // A stream that ended is a success; one dropped for an
+                    // oversized event is retried later and later.
+                    let mut dropped = false;
+                    'stream: while let Some(Ok(chunk)) = stream.next().await {
                         let Some(this) = conn.upgrade() else { return };
                         for ev in parser.feed(&chunk) {
+                            let ev = match ev {
+                                Ok(ev) => ev,
+                                Err(e) => {
+                                    let e = too_large(e);
+                                    tracing::warn!(server = %this.name, error = %e, "upstream GET stream dropped");
+                                    dropped = true;
+                                    break 'stream;
+                                }
+                            };
                             match Message::parse(ev.data.as_bytes()) {
                                 Ok(Message::Notification(n)) => {
                                     let _ = this.events.send(UpstreamEvent::Notification {
@@ -592,6 +621,9 @@ impl HttpConn {
                             }
                         }
                     }
+                    if !dropped {
+                        backoff.reset();
+                    }
                 }
                 Ok(resp) => {
                     tracing::debug!(server = %this.name, status = resp.status().as_u16(), "upstream GET stream refused")
@@ -600,8 +632,7 @@ impl HttpConn {
                     tracing::debug!(server = %this.name, error = %root_cause(&e), "upstream GET stream failed")
                 }
             }
-            tokio::time::sleep(backoff).await;
-            backoff = (backoff * 2).min(Duration::from_secs(30));
+            tokio::time::sleep(backoff.next_delay()).await;
         }
     }
 
@@ -705,6 +736,7 @@ pub(crate) async fn connect_legacy_sse(
         };
         let mut found = None;
         for ev in parser.feed(&chunk) {
+            let ev = ev.map_err(too_large)?;
             if found.is_none() && ev.event.as_deref() == Some("endpoint") {
                 found = Some(ev.data);
             } else {
@@ -756,20 +788,36 @@ pub(crate) async fn connect_legacy_sse(
         for ev in pending_events {
             reader.on_message(ev.data.as_bytes());
         }
-        while let Some(chunk) = stream.next().await {
+        let mut reason = "the server closed its SSE stream".to_string();
+        'stream: while let Some(chunk) = stream.next().await {
             let Ok(chunk) = chunk else { break };
             for ev in parser.feed(&chunk) {
+                let ev = match ev {
+                    Ok(ev) => ev,
+                    Err(e) => {
+                        // Its answers are lost with the event: fail the calls and reconnect.
+                        reason = format!("the server {}", too_large(e));
+                        break 'stream;
+                    }
+                };
                 if ev.event.as_deref().is_none_or(|e| e == "message") && !ev.data.is_empty() {
                     reader.on_message(ev.data.as_bytes());
                 }
             }
         }
-        let reason = "the server closed its SSE stream".to_string();
         tracing::warn!(server = %n, %reason, "legacy SSE upstream stopped");
         reader.close(reason.clone());
         let _ = closed.send(reason);
     });
     Ok(duplex)
+}
+
+/// The upstream error for an SSE event over the parser's limit; the caller
+/// stops reading that stream.
+fn too_large(e: sse::EventTooLarge) -> UpstreamError {
+    UpstreamError::Protocol(format!(
+        "{e} (the gateway's limit); the gateway stopped reading that stream"
+    ))
 }
 
 fn negotiated_version(result: &RawValue) -> Option<String> {

@@ -9,6 +9,7 @@
 //! server-to-client requests) are delivered to that call's [`Related`] sink;
 //! messages tied to no call arrive as [`UpstreamEvent`]s.
 
+mod backoff;
 pub mod breaker;
 mod conn;
 mod duplex;

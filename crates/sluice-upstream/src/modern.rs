@@ -3,8 +3,6 @@
 //! (`_meta` and headers) every 2026 request carries.
 
 use crate::upstream::ServerInfo;
-use base64::Engine;
-use base64::engine::general_purpose::STANDARD;
 use serde_json::value::RawValue;
 use serde_json::{Map, Value, json};
 
@@ -70,7 +68,8 @@ pub(crate) fn discovered(result: &RawValue) -> Option<ServerInfo> {
     })
 }
 
-/// The `Mcp-Name` header value of a request, encoded as the revision asks.
+/// The `Mcp-Name` header value of a request, encoded as the revision asks
+/// (see [`sluice_mcp::headers::encode`]).
 pub(crate) fn name_header(method: &str, params: &str) -> Option<String> {
     let field = match method {
         "tools/call" | "prompts/get" => "name",
@@ -80,20 +79,7 @@ pub(crate) fn name_header(method: &str, params: &str) -> Option<String> {
         _ => return None,
     };
     let v: Value = serde_json::from_str(params).ok()?;
-    Some(encode_header_value(v.get(field)?.as_str()?))
-}
-
-/// Plain printable ASCII as it is; anything else as `=?base64?…?=`.
-pub fn encode_header_value(v: &str) -> String {
-    let printable = v.bytes().all(|b| (0x20..=0x7e).contains(&b));
-    let padded = v.starts_with([' ', '\t']) || v.ends_with([' ', '\t']);
-    let looks_encoded = v.starts_with("=?base64?") && v.ends_with("?=");
-    let plain = !v.is_empty() && printable && !padded && !looks_encoded;
-    if plain {
-        v.to_string()
-    } else {
-        format!("=?base64?{}?=", STANDARD.encode(v.as_bytes()))
-    }
+    Some(sluice_mcp::headers::encode(v.get(field)?.as_str()?))
 }
 
 #[cfg(test)]
@@ -114,13 +100,11 @@ mod tests {
     }
 
     #[test]
-    fn encodes_header_values() {
-        assert_eq!(encode_header_value("echo"), "echo");
+    fn names_the_request() {
         assert_eq!(
-            encode_header_value("Hello, 世界"),
-            "=?base64?SGVsbG8sIOS4lueVjA==?="
+            name_header("tools/call", r#"{"name":"Hello, 世界"}"#).as_deref(),
+            Some("=?base64?SGVsbG8sIOS4lueVjA==?=")
         );
-        assert_eq!(encode_header_value(" padded "), "=?base64?IHBhZGRlZCA=?=");
         assert_eq!(
             name_header("resources/read", r#"{"uri":"test://a"}"#).as_deref(),
             Some("test://a")

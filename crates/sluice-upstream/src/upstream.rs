@@ -1,6 +1,7 @@
 //! The supervised upstream: connects, keeps the connection, reconnects with
 //! backoff, and stops its process group on shutdown.
 
+use crate::backoff::Backoff;
 use crate::conn::Conn;
 use crate::health::{Health, Snapshot};
 use crate::http::{self, HttpConn, InitOutcome};
@@ -363,8 +364,9 @@ impl Upstream {
 
     /// Starts the supervisor and the health probe. The supervisor connects,
     /// waits for the connection to break (or for `max_calls`/`max_lifetime`
-    /// to recycle it), and reconnects with exponential backoff (100 ms
-    /// doubling to 30 s, reset by every successful connection). The returned
+    /// to recycle it), and reconnects with exponential backoff and jitter
+    /// (the first wait 100–200 ms, doubling, never 30 s; reset by every
+    /// successful connection). The returned
     /// receiver fires after the first attempt, whatever its outcome.
     pub fn start(self: &Arc<Self>) -> oneshot::Receiver<()> {
         let (first_tx, first_rx) = oneshot::channel();
@@ -391,7 +393,7 @@ impl Upstream {
     async fn supervise(self: Arc<Self>, first_tx: oneshot::Sender<()>) {
         let mut first = Some(first_tx);
         let mut stop = self.stop.subscribe();
-        let mut backoff = Duration::from_millis(100);
+        let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(30));
         let mut connections = 0u64;
         loop {
             if *stop.borrow() {
@@ -405,7 +407,8 @@ impl Upstream {
             let fresh = match attempt {
                 Ok(c) => c,
                 Err(e) => {
-                    tracing::warn!(server = %self.name(), error = %e, retry_in = ?backoff, "upstream connection failed");
+                    let wait = backoff.next_delay();
+                    tracing::warn!(server = %self.name(), error = %e, retry_in = ?wait, "upstream connection failed");
                     self.mark_down(match &e {
                         UpstreamError::Unavailable(reason) => reason.clone(),
                         e => format!("the server {e}"),
@@ -418,14 +421,13 @@ impl Upstream {
                         let _ = tx.send(());
                     }
                     tokio::select! {
-                        _ = tokio::time::sleep(backoff) => {}
+                        _ = tokio::time::sleep(wait) => {}
                         _ = stop.changed() => return,
                     }
-                    backoff = (backoff * 2).min(Duration::from_secs(30));
                     continue;
                 }
             };
-            backoff = Duration::from_millis(100);
+            backoff.reset();
             connections += 1;
             if connections > 1 {
                 self.health.note_restart();
@@ -478,7 +480,7 @@ impl Upstream {
                 }
             }
             tokio::select! {
-                _ = tokio::time::sleep(backoff) => {}
+                _ = tokio::time::sleep(backoff.next_delay()) => {}
                 _ = stop.changed() => return,
             }
         }
