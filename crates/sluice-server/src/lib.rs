@@ -16,6 +16,7 @@ mod metrics;
 mod modern;
 mod relay;
 mod report;
+mod respond;
 pub mod session;
 mod sessions;
 pub mod stdio;
