@@ -1,8 +1,9 @@
 //! Streamable HTTP front end (protocol 2025-11-25 and earlier session eras).
 //!
 //! `POST /mcp` carries one JSON-RPC message; a request is answered with JSON
-//! when the upstream answers before sending anything else, and with an SSE
-//! stream otherwise. `GET /mcp` opens the session's standalone stream or
+//! when the upstream answers before sending anything else and within
+//! `sessions.sse_after`, and with an SSE stream (priming event, keep-alives)
+//! otherwise. `GET /mcp` opens the session's standalone stream or
 //! resumes a broken one (`Last-Event-ID`); `DELETE /mcp` ends the session.
 //! Every response to a request on `/mcp` passes the Origin and Host checks.
 
