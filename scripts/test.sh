@@ -37,6 +37,9 @@ if ! stamp_ok tests/requirements.txt tests/.venv/.sluice-stamp; then
     stamp tests/requirements.txt tests/.venv/.sluice-stamp
 fi
 
+step "install: nginx (the reverse proxy of the long-call tests)"
+command -v nginx >/dev/null || [[ -x /usr/sbin/nginx ]] || { apt-get update -qq && apt-get install -y -qq nginx-light; }
+
 step "services: Redis on 127.0.0.1:6379 (the Redis session store and its tests)"
 if ! (exec 3<>/dev/tcp/127.0.0.1/6379) 2>/dev/null; then
     command -v redis-server >/dev/null || { echo "redis-server is not installed (apt-get install redis-server)"; exit 1; }

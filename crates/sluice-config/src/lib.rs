@@ -68,6 +68,12 @@ pub struct Sessions {
     pub max_streams: usize,
     /// Open SSE streams per session; default 8.
     pub max_streams_per_session: usize,
+    /// A request not answered within this becomes an SSE stream (a priming
+    /// event, then keep-alives), in both eras; default 1 s.
+    pub sse_after: Duration,
+    /// A comment is sent on an SSE stream quiet for this long, so proxies
+    /// with an idle timeout keep it open; default 15 s.
+    pub sse_keepalive: Duration,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -3,6 +3,9 @@
 use crate::*;
 use serde::Deserialize;
 
+/// The shortest `sessions.sse_keepalive` accepted.
+const MIN_KEEPALIVE: Duration = Duration::from_millis(100);
+
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawConfig {
@@ -92,6 +95,8 @@ struct RawSessions {
     replay_max_age: Option<String>,
     max_streams: Option<i64>,
     max_streams_per_session: Option<i64>,
+    sse_after: Option<String>,
+    sse_keepalive: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -353,7 +358,26 @@ pub(crate) fn validate(
             raw.sessions.max_streams_per_session,
             8,
         ),
+        sse_after: c.duration(
+            "sessions.sse_after",
+            raw.sessions.sse_after.as_deref(),
+            Duration::from_secs(1),
+        ),
+        sse_keepalive: c.duration(
+            "sessions.sse_keepalive",
+            raw.sessions.sse_keepalive.as_deref(),
+            Duration::from_secs(15),
+        ),
     };
+    if sessions.sse_keepalive < MIN_KEEPALIVE {
+        c.fail(
+            "sessions.sse_keepalive",
+            format!(
+                "must be at least {}ms: comments more often only load the network",
+                MIN_KEEPALIVE.as_millis()
+            ),
+        );
+    }
 
     let audit = audit(&mut c, &raw.audit);
 
@@ -923,5 +947,30 @@ mod tests {
             dir.join("sluice-audit.jsonl")
         );
         let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn sse_delays_default_parse_and_are_checked() {
+        let c = Config::parse("", &env).unwrap();
+        assert_eq!(c.sessions.sse_after, Duration::from_secs(1));
+        assert_eq!(c.sessions.sse_keepalive, Duration::from_secs(15));
+        let c = Config::parse(
+            "[sessions]\nsse_after = \"250ms\"\nsse_keepalive = \"2s\"\n",
+            &env,
+        )
+        .unwrap();
+        assert_eq!(c.sessions.sse_after, Duration::from_millis(250));
+        assert_eq!(c.sessions.sse_keepalive, Duration::from_secs(2));
+        let err = Config::parse(
+            "[sessions]\nsse_after = \"0s\"\nsse_keepalive = \"10ms\"\n",
+            &env,
+        )
+        .unwrap_err();
+        let keys: Vec<&str> = err.problems.iter().map(|p| p.key.as_str()).collect();
+        assert_eq!(
+            keys,
+            ["sessions.sse_after", "sessions.sse_keepalive"],
+            "{err}"
+        );
     }
 }

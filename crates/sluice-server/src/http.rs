@@ -1,22 +1,24 @@
 //! Streamable HTTP front end (protocol 2025-11-25 and earlier session eras).
 //!
 //! `POST /mcp` carries one JSON-RPC message; a request is answered with JSON
-//! when the upstream answers before sending anything else, and with an SSE
-//! stream otherwise. `GET /mcp` opens the session's standalone stream or
+//! when the upstream answers before sending anything else and within
+//! `sessions.sse_after`, and with an SSE stream (priming event, keep-alives)
+//! otherwise. `GET /mcp` opens the session's standalone stream or
 //! resumes a broken one (`Last-Event-ID`); `DELETE /mcp` ends the session.
 //! Every response to a request on `/mcp` passes the Origin and Host checks.
 
 use crate::gateway::Gateway;
 use crate::modern;
+use crate::respond::{self, First};
 use crate::session::{Outbound, Persist, Session, StreamItem};
 use crate::sessions::CreateError;
 use axum::Router;
-use axum::body::{Body, Bytes};
+use axum::body::Bytes;
 use axum::extract::{Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use futures_util::stream::{self, Stream};
+use futures_util::stream::{self, BoxStream, StreamExt};
 use serde_json::json;
 use sluice_config::Listen;
 use sluice_mcp::jsonrpc::{self, Message};
@@ -386,7 +388,10 @@ fn stream_capacity(gw: &Gateway, sess: &Session) -> Result<(), Rejection> {
     Ok(())
 }
 
-/// Serves a request: JSON if the answer comes first, else an SSE stream.
+/// Serves a request: JSON if the answer comes first and within
+/// `sessions.sse_after`, else an SSE stream that starts with a priming event
+/// (its id lets the client resume on any replica) and carries keep-alives
+/// while the call is quiet.
 async fn request(
     gw: &Arc<Gateway>,
     sess: Arc<Session>,
@@ -398,7 +403,7 @@ async fn request(
         .lock()
         .unwrap()
         .open(&gw.replica, gw.config.sessions.replay_events);
-    let (_, mut rx) = log.attach(0);
+    let (_, rx) = log.attach(0);
     let request_id = req.id.to_json();
     let done_log = log.clone();
     let done_sess = sess.clone();
@@ -416,40 +421,26 @@ async fn request(
             .unwrap()
             .finished(done_log.id.clone());
     });
-    let Some(first) = rx.recv().await else {
-        return StatusCode::ACCEPTED.into_response();
-    };
-    let (seq, Some(msg)) = first else {
-        // Cancelled: no response is sent for a cancelled request.
-        return StatusCode::ACCEPTED.into_response();
-    };
-    let mut pending = vec![(seq, Some(msg.clone()))];
-    match rx.try_recv() {
-        Ok((_, None)) => {
-            // The answer came first and alone: plain JSON, no stream to keep.
-            sess.streams.lock().unwrap().forget(&log.id);
-            return json_response(msg.to_string());
-        }
-        Ok(item) => pending.push(item),
-        Err(_) => {}
+    let events = live_events(rx);
+    if !sse_ok {
+        // The client cannot take a stream: wait for the answer; interim
+        // messages stay in the replay log only.
+        return answer_without_stream(&sess, Vec::new(), events).await;
     }
-    if !sse_ok || stream_capacity(gw, &sess).is_err() {
-        // No stream (the client cannot take one, or too many are open): wait
-        // for the answer; interim messages stay in the replay log only.
-        let mut last = msg;
-        for item in pending.into_iter().skip(1) {
-            if let (_, Some(m)) = item {
-                last = m;
+    let (queued, rest) =
+        match respond::first(events, gw.config.sessions.sse_after, |e| e.last).await {
+            // Cancelled: no response is sent for a cancelled request.
+            First::Nothing => return StatusCode::ACCEPTED.into_response(),
+            First::Answer(e) => {
+                // The answer came first and alone: plain JSON, no stream to keep.
+                sess.streams.lock().unwrap().forget(&log.id);
+                return json_response(e.msg.to_string());
             }
-        }
-        while let Some((_, m)) = rx.recv().await {
-            match m {
-                Some(m) => last = m,
-                None => break,
-            }
-        }
-        tracing::debug!(session = %sess.id, "answered without a stream; interim messages not sent");
-        return json_response(last.to_string());
+            First::Stream(queued, rest) => (queued, rest),
+        };
+    if stream_capacity(gw, &sess).is_err() {
+        // Too many streams are open: answer as if the client took none.
+        return answer_without_stream(&sess, queued, rest).await;
     }
     log.persist(Persist {
         writer: gw.writer.clone(),
@@ -460,22 +451,96 @@ async fn request(
             done: false,
         },
     });
-    sse_response(gw, &log.id, Some(0), pending, rx)
+    let mut head = priming(&log.id);
+    for e in &queued {
+        head.push_str(&e.frame(&log.id));
+    }
+    sse_body(gw, &log.id, head, rest)
+}
+
+/// Waits for a request's answer and sends it as plain JSON (202 if it was
+/// cancelled without one).
+async fn answer_without_stream(
+    sess: &Session,
+    queued: Vec<LogEvent>,
+    mut rest: BoxStream<'static, LogEvent>,
+) -> Response {
+    let mut last = queued.into_iter().last().map(|e| e.msg);
+    while let Some(e) = rest.next().await {
+        last = Some(e.msg);
+    }
+    match last {
+        Some(m) => {
+            tracing::debug!(session = %sess.id, "answered without a stream; interim messages not sent");
+            json_response(m.to_string())
+        }
+        None => StatusCode::ACCEPTED.into_response(),
+    }
+}
+
+/// One event of a stream's log as its reader gets it; `last` marks the
+/// answer, which the log sends together with the end of the stream.
+struct LogEvent {
+    seq: u64,
+    msg: Arc<str>,
+    last: bool,
+}
+
+impl LogEvent {
+    /// The event on the wire, with its id `{stream}-{seq}`.
+    fn frame(&self, stream_id: &str) -> String {
+        sse::event(Some(&format!("{stream_id}-{}", self.seq)), &self.msg)
+    }
+}
+
+/// A stream's events as they reach its reader, ending with the stream.
+fn live_events(rx: mpsc::UnboundedReceiver<StreamItem>) -> BoxStream<'static, LogEvent> {
+    stream::unfold(
+        (rx, None::<StreamItem>, false),
+        |(mut rx, stash, ended)| async move {
+            if ended {
+                return None;
+            }
+            let item = match stash {
+                Some(i) => i,
+                None => rx.recv().await?,
+            };
+            let (seq, Some(msg)) = item else {
+                return None;
+            };
+            let (last, stash) = match rx.try_recv() {
+                Ok((_, None)) => (true, None),
+                Ok(next) => (false, Some(next)),
+                Err(_) => (false, None),
+            };
+            Some((LogEvent { seq, msg, last }, (rx, stash, last)))
+        },
+    )
+    .boxed()
+}
+
+/// The priming event of a new stream: its first id (`{stream}-0`, empty
+/// data) and how soon to reconnect, so a client whose connection breaks
+/// before any message can still resume with `Last-Event-ID`.
+fn priming(stream_id: &str) -> String {
+    let mut head = String::from("retry: 1000\n");
+    head.push_str(&sse::event(Some(&format!("{stream_id}-0")), ""));
+    head
 }
 
 /// An SSE body: an optional priming event, queued events, then live ones.
 fn sse_response(
     gw: &Arc<Gateway>,
     stream_id: &str,
-    prime: Option<u64>,
+    prime: bool,
     queued: Vec<StreamItem>,
     rx: mpsc::UnboundedReceiver<StreamItem>,
 ) -> Response {
-    let mut head = String::new();
-    if let Some(p) = prime {
-        head.push_str("retry: 1000\n");
-        head.push_str(&sse::event(Some(&format!("{stream_id}-{p}")), ""));
-    }
+    let mut head = if prime {
+        priming(stream_id)
+    } else {
+        String::new()
+    };
     let mut ended = false;
     for (seq, m) in queued {
         match m {
@@ -483,13 +548,30 @@ fn sse_response(
             None => ended = true,
         }
     }
-    let guard = OpenStream::new(gw.clone());
-    let body = Body::from_stream(event_stream(stream_id.into(), head, ended, rx, guard));
-    Response::builder()
-        .header(header::CONTENT_TYPE, "text/event-stream")
-        .header(header::CACHE_CONTROL, "no-cache")
-        .body(body)
-        .expect("valid response")
+    let live = if ended {
+        stream::empty().boxed()
+    } else {
+        live_events(rx)
+    };
+    sse_body(gw, stream_id, head, live)
+}
+
+/// The shared SSE body (`respond::sse`) for a stream of this session era,
+/// counted among the open streams while the client reads it.
+fn sse_body(
+    gw: &Arc<Gateway>,
+    stream_id: &str,
+    head: String,
+    live: BoxStream<'static, LogEvent>,
+) -> Response {
+    let stream_id: Arc<str> = stream_id.into();
+    let events = live.map(move |e| e.frame(&stream_id));
+    respond::sse(
+        head,
+        events,
+        gw.config.sessions.sse_keepalive,
+        OpenStream::new(gw.clone()),
+    )
 }
 
 /// Counts an open SSE stream for as long as its body lives.
@@ -509,52 +591,6 @@ impl Drop for OpenStream {
             .open_streams
             .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
     }
-}
-
-fn event_stream(
-    stream_id: Arc<str>,
-    head: String,
-    ended: bool,
-    rx: mpsc::UnboundedReceiver<StreamItem>,
-    guard: OpenStream,
-) -> impl Stream<Item = Result<Bytes, std::convert::Infallible>> + Send {
-    struct St {
-        head: Option<String>,
-        ended: bool,
-        rx: mpsc::UnboundedReceiver<StreamItem>,
-        keepalive: tokio::time::Interval,
-        _guard: OpenStream,
-    }
-    let mut keepalive = tokio::time::interval(Duration::from_secs(15));
-    keepalive.reset();
-    let st = St {
-        head: (!head.is_empty()).then_some(head),
-        ended,
-        rx,
-        keepalive,
-        _guard: guard,
-    };
-    stream::unfold(st, move |mut st| {
-        let stream_id = stream_id.clone();
-        async move {
-            if let Some(h) = st.head.take() {
-                return Some((Ok(Bytes::from(h)), st));
-            }
-            if st.ended {
-                return None;
-            }
-            tokio::select! {
-                item = st.rx.recv() => match item {
-                    Some((seq, Some(m))) => {
-                        let ev = sse::event(Some(&format!("{stream_id}-{seq}")), &m);
-                        Some((Ok(Bytes::from(ev)), st))
-                    }
-                    _ => None,
-                },
-                _ = st.keepalive.tick() => Some((Ok(Bytes::from_static(b": keepalive\n\n")), st)),
-            }
-        }
-    })
 }
 
 // ----- GET --------------------------------------------------------------------
@@ -636,7 +672,7 @@ async fn get_mcp(State(st): State<AppState>, headers: HeaderMap) -> Response {
         *sess.standalone_owner.lock().unwrap() = owner;
         st.gw.save_session(&sess).await;
     }
-    sse_response(&st.gw, &log.id, Some(0), Vec::new(), rx)
+    sse_response(&st.gw, &log.id, true, Vec::new(), rx)
 }
 
 /// Resumes a broken stream after event `seq`: from this replica's memory if
@@ -649,7 +685,7 @@ async fn resume(gw: &Arc<Gateway>, sess: &Arc<Session>, stream_id: &str, seq: u6
     if let Some(log) = local {
         let (replay, rx) = log.attach(seq);
         let queued = replay.into_iter().map(|(s, m)| (s, Some(m))).collect();
-        return sse_response(gw, stream_id, None, queued, rx);
+        return sse_response(gw, stream_id, false, queued, rx);
     }
     let store = gw.store();
     // Another replica writes its events a few milliseconds after sending
@@ -751,7 +787,7 @@ async fn resume(gw: &Arc<Gateway>, sess: &Arc<Session>, stream_id: &str, seq: u6
             }
         });
     }
-    sse_response(gw, stream_id, None, queued, rx)
+    sse_response(gw, stream_id, false, queued, rx)
 }
 
 /// The error a client gets for a request whose replica died before answering.

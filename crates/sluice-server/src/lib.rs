@@ -5,6 +5,7 @@
 //! - [`stdio`]: the same gateway over stdin/stdout.
 //! - `pipeline`: the one request path (`Pipeline::call`) and its `stages`.
 //! - `rescue`: the one mapping of failures to the wire.
+//! - `respond`: "JSON if the answer comes first, else SSE", and the one SSE body.
 //! - `audit`: what goes to the audit log, and from where.
 
 mod audit;
@@ -20,6 +21,7 @@ mod pipeline;
 mod relay;
 mod report;
 mod rescue;
+mod respond;
 pub mod session;
 mod sessions;
 mod stages;

@@ -12,7 +12,7 @@
 use crate::error::raw;
 use crate::gateway::Gateway;
 use crate::session::{Outbound, Session};
-use axum::body::{Body, Bytes};
+use axum::body::Bytes;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use base64::Engine;
@@ -755,9 +755,10 @@ async fn settle(gw: &Gateway, id: &Id, mut f: Flight) -> (String, StatusCode) {
 }
 
 /// Answers a call: plain JSON when the answer (or a need for input) comes
-/// before anything else, an SSE stream otherwise. Closing the response
+/// first and within `sessions.sse_after`, else an SSE stream (if the client
+/// takes one) with keep-alives while the call is quiet. Closing the response
 /// cancels the call.
-async fn drive(gw: &Arc<Gateway>, id: Id, mut f: Flight, accepts_sse: bool) -> Response {
+async fn drive(gw: &Arc<Gateway>, id: Id, f: Flight, accepts_sse: bool) -> Response {
     if !accepts_sse {
         let (line, status) = settle(gw, &id, f).await;
         return json_line(line, status);
@@ -766,56 +767,68 @@ async fn drive(gw: &Arc<Gateway>, id: Id, mut f: Flight, accepts_sse: bool) -> R
         // Answers to only some of the questions: ask the rest again.
         return json_line(input_required(gw, &id, f), StatusCode::OK);
     }
-    let first = match f.next().await {
-        Step::Done(o) => {
-            let (line, status) = outcome_line(&id, &o);
-            return json_line(line, status);
+    use futures_util::StreamExt;
+    let lines = flight_lines(gw.clone(), id, f);
+    match crate::respond::first(lines, gw.config.sessions.sse_after, |l| l.last).await {
+        crate::respond::First::Answer(l) => json_line(l.text, l.status),
+        // `flight_lines` always ends with an answer; this is only for completeness.
+        crate::respond::First::Nothing => {
+            error(None, RpcError::internal("the call ended without an answer"))
         }
-        Step::Input => return json_line(input_required(gw, &id, f), StatusCode::OK),
-        Step::Gone => {
-            return error(
-                Some(&id),
-                RpcError::internal("the call ended without an answer"),
-            );
+        crate::respond::First::Stream(queued, rest) => {
+            let head: String = queued.iter().map(|l| sse::event(None, &l.text)).collect();
+            let events = rest.map(|l| sse::event(None, &l.text));
+            crate::respond::sse(head, events, gw.config.sessions.sse_keepalive, ())
         }
-        Step::Note(n) => n,
-    };
-    struct St {
-        first: Option<String>,
-        flight: Option<Flight>,
-        gw: Arc<Gateway>,
-        id: Id,
     }
-    let st = St {
-        first: Some(first),
-        flight: Some(f),
-        gw: gw.clone(),
-        id,
-    };
-    let body = stream::unfold(st, |mut st| async move {
-        if let Some(m) = st.first.take() {
-            return Some((
-                Ok::<_, std::convert::Infallible>(Bytes::from(sse::event(None, &m))),
-                st,
-            ));
+}
+
+/// One line of a call's answer: a message sent while it runs, or the final
+/// one (result, error, or `input_required`) with its HTTP status.
+struct Line {
+    text: String,
+    status: StatusCode,
+    last: bool,
+}
+
+/// A call's lines as they come, ending with the final one. The flight lives
+/// in the stream: dropping the stream before the end cancels the call, and a
+/// need for input parks it.
+fn flight_lines(gw: Arc<Gateway>, id: Id, f: Flight) -> stream::BoxStream<'static, Line> {
+    use futures_util::StreamExt;
+    stream::unfold(Some(f), move |f| {
+        let (gw, id) = (gw.clone(), id.clone());
+        async move {
+            let mut f = f?;
+            let line = |text, status| Line {
+                text,
+                status,
+                last: true,
+            };
+            let (l, rest) = match f.next().await {
+                Step::Note(n) => (
+                    Line {
+                        text: n,
+                        status: StatusCode::OK,
+                        last: false,
+                    },
+                    Some(f),
+                ),
+                Step::Input => (line(input_required(&gw, &id, f), StatusCode::OK), None),
+                Step::Done(o) => {
+                    let (text, status) = outcome_line(&id, &o);
+                    (line(text, status), None)
+                }
+                Step::Gone => {
+                    let (text, status) =
+                        error_line(&id, RpcError::internal("the call ended without an answer"));
+                    (line(text, status), None)
+                }
+            };
+            Some((l, rest))
         }
-        let mut f = st.flight.take()?;
-        let line = match f.next().await {
-            Step::Note(n) => {
-                st.flight = Some(f);
-                n
-            }
-            Step::Input => input_required(&st.gw, &st.id, f),
-            Step::Done(o) => outcome_line(&st.id, &o).0,
-            Step::Gone => return None,
-        };
-        Some((Ok(Bytes::from(sse::event(None, &line))), st))
-    });
-    Response::builder()
-        .header(header::CONTENT_TYPE, "text/event-stream")
-        .header(header::CACHE_CONTROL, "no-cache, no-transform")
-        .body(Body::from_stream(body))
-        .expect("valid response")
+    })
+    .boxed()
 }
 
 pub(crate) fn json_line(line: String, status: StatusCode) -> Response {
@@ -993,29 +1006,15 @@ async fn listen(gw: &Arc<Gateway>, headers: &HeaderMap, req: Request, env: Envel
         gw: gw.clone(),
         sess,
     };
-    struct St {
-        rx: mpsc::UnboundedReceiver<String>,
-        keepalive: tokio::time::Interval,
-        _guard: ListenGuard,
-    }
-    let mut keepalive = tokio::time::interval(Duration::from_secs(15));
-    keepalive.reset();
-    let st = St {
-        rx,
-        keepalive,
-        _guard: guard,
-    };
-    let body = stream::unfold(st, |mut st| async move {
-        tokio::select! {
-            m = st.rx.recv() => m.map(|m| (Ok::<_, std::convert::Infallible>(Bytes::from(sse::event(None, &m))), st)),
-            _ = st.keepalive.tick() => Some((Ok(Bytes::from_static(b": ping\n\n")), st)),
-        }
-    });
-    Response::builder()
-        .header(header::CONTENT_TYPE, "text/event-stream")
-        .header(header::CACHE_CONTROL, "no-cache, no-transform")
-        .body(Body::from_stream(body))
-        .expect("valid response")
+    use futures_util::StreamExt;
+    let events =
+        tokio_stream::wrappers::UnboundedReceiverStream::new(rx).map(|m| sse::event(None, &m));
+    crate::respond::sse(
+        String::new(),
+        events,
+        gw.config.sessions.sse_keepalive,
+        guard,
+    )
 }
 
 #[cfg(test)]
