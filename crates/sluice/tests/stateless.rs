@@ -390,3 +390,67 @@ async fn a_2026_client_approves_a_call_through_an_input_required_round() {
         r.body
     );
 }
+
+/// 2026 requests pass the same pipeline as session-era ones: counted in
+/// `sluice_requests_total` (by era) and their upstream failures logged.
+#[tokio::test]
+async fn stateless_calls_are_counted_and_their_upstream_failures_logged() {
+    let cfg = format!(
+        "[sessions]\nstore = \"memory\"\n[[servers]]\nname = \"fx\"\ncommand = \"{}\"\n[[servers]]\nname = \"dead\"\ncommand = \"false\"\n",
+        sibling_bin("sluice-fixture").display()
+    );
+    let gw = Gateway::start("stateless-metrics", &cfg);
+    let c = Client::new(&gw.url);
+    let call = |id: i64, name: &'static str| {
+        let c = &c;
+        async move {
+            post(
+                c,
+                json!({"jsonrpc":"2.0","id":id,"method":"tools/call","params":{"name":name,"arguments":{"text":"x"},"_meta": meta()}}),
+                &[("mcp-protocol-version", "2026-07-28"), ("mcp-method", "tools/call"), ("mcp-name", name)],
+            )
+            .await
+        }
+    };
+    let ok = call(1, "fx__echo").await;
+    assert_eq!(
+        ok.response()["result"]["content"][0]["text"],
+        "x",
+        "{}",
+        ok.body
+    );
+    let failed = call(2, "dead__echo").await;
+    let r = &failed.response()["result"];
+    assert_eq!(r["isError"], true, "{}", failed.body);
+    assert_eq!(
+        r["_meta"]["sluice/error"]["code"], "upstream_unavailable",
+        "{}",
+        failed.body
+    );
+
+    let metrics = common::http()
+        .get(format!("{}/metrics", gw.base))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for line in [
+        r#"sluice_requests_total{method="tools/call",era="stateless",outcome="ok"} 1"#,
+        r#"sluice_requests_total{method="tools/call",era="stateless",outcome="upstream"} 1"#,
+    ] {
+        assert!(
+            metrics.lines().any(|l| l == line),
+            "{line} missing:\n{metrics}"
+        );
+    }
+    let logs = gw.logs();
+    assert!(
+        logs.lines().any(|l| l.contains("upstream failure")
+            && l.contains("era=\"stateless\"")
+            && l.contains("dead")
+            && l.contains("upstream_unavailable")),
+        "no upstream-failure log for the 2026 call:\n{logs}"
+    );
+}
