@@ -189,9 +189,7 @@ impl Pipeline {
         record.routed(ctx, call.arguments());
         stage!(self.hold.run(gw, ctx).await);
         // Identity, access, rate limits and the loop guard go here.
-        let up = gw
-            .upstream_for(&ctx.session, ctx.routed().server.get() as usize)
-            .await?;
+        let up = gw.upstream_for(&ctx.session, ctx.routed().server).await?;
         stage!(self.approval.run(gw, ctx, &up, call.arguments()).await);
         let result = self.dispatch.run(gw, ctx, &up, call).await?;
         let result = self.output_limits.run(gw, ctx, &up, result);

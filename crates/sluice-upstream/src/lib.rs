@@ -22,6 +22,7 @@ mod upstream;
 
 pub use error::UpstreamError;
 pub use health::{Snapshot, Status};
+pub use sluice_pipeline::ServerId;
 pub use upstream::{ServerInfo, Upstream};
 
 use serde_json::value::RawValue;
@@ -50,20 +51,20 @@ pub enum Related {
 #[derive(Debug)]
 pub enum UpstreamEvent {
     Notification {
-        server: usize,
+        server: ServerId,
         method: String,
         params: Option<Box<RawValue>>,
     },
     Request {
-        server: usize,
+        server: ServerId,
         method: String,
         params: Option<Box<RawValue>>,
         reply: oneshot::Sender<Reply>,
     },
     /// The server (re)connected: cached lists are stale.
-    Connected { server: usize },
+    Connected { server: ServerId },
     /// The connection broke; calls fail until it is back.
-    Disconnected { server: usize, reason: String },
+    Disconnected { server: ServerId, reason: String },
 }
 
 /// Per-call context.

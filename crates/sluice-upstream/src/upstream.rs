@@ -10,6 +10,7 @@ use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 use sluice_config::{HttpMode, Server, Transport};
+use sluice_pipeline::ServerId;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, SystemTime};
@@ -59,7 +60,7 @@ struct State {
 
 /// One upstream server, its live connection and its supervisor.
 pub struct Upstream {
-    pub index: usize,
+    pub id: ServerId,
     pub config: Server,
     state: RwLock<State>,
     events: mpsc::UnboundedSender<UpstreamEvent>,
@@ -90,14 +91,14 @@ struct Connected {
 
 impl Upstream {
     pub fn new(
-        index: usize,
+        id: ServerId,
         config: Server,
         probe: sluice_config::Health,
         client: reqwest::Client,
         events: mpsc::UnboundedSender<UpstreamEvent>,
     ) -> Arc<Self> {
         Arc::new(Upstream {
-            index,
+            id,
             health: Health::new(&config.name, config.breaker.clone()),
             config,
             state: RwLock::new(State::default()),
@@ -116,14 +117,14 @@ impl Upstream {
     /// An upstream connection for one client session (`isolation =
     /// "per-session"`): initialized with that client's capabilities.
     pub fn for_session(
-        index: usize,
+        id: ServerId,
         config: Server,
         probe: sluice_config::Health,
         client: reqwest::Client,
         events: mpsc::UnboundedSender<UpstreamEvent>,
         client_caps: &serde_json::Value,
     ) -> Arc<Self> {
-        let mut up = Arc::into_inner(Self::new(index, config, probe, client, events))
+        let mut up = Arc::into_inner(Self::new(id, config, probe, client, events))
             .expect("a new upstream is not shared yet");
         up.init_params = crate::initialize_params(Some(client_caps));
         Arc::new(up)
@@ -454,7 +455,7 @@ impl Upstream {
                     Err(reason) => {
                         self.mark_down(reason.clone());
                         let _ = self.events.send(UpstreamEvent::Disconnected {
-                            server: self.index,
+                            server: self.id,
                             reason,
                         });
                         break;
@@ -509,7 +510,7 @@ impl Upstream {
         tracing::info!(server = %self.name(), "upstream connected");
         let _ = self
             .events
-            .send(UpstreamEvent::Connected { server: self.index });
+            .send(UpstreamEvent::Connected { server: self.id });
         old
     }
 
@@ -535,7 +536,7 @@ impl Upstream {
             } => {
                 let child = stdio::spawn(
                     stdio::Spec {
-                        server: self.index,
+                        server: self.id,
                         name: self.name(),
                         command,
                         args,
@@ -556,7 +557,7 @@ impl Upstream {
                 let headers = header_map(headers)?;
                 if *mode != HttpMode::Sse {
                     let h = Arc::new(HttpConn::new(
-                        self.index,
+                        self.id,
                         self.name().to_string(),
                         self.client.clone(),
                         url.clone(),
@@ -610,7 +611,7 @@ impl Upstream {
                 }
                 let d = http::connect_legacy_sse(
                     http::SseTarget {
-                        server: self.index,
+                        server: self.id,
                         name: self.name(),
                         client: &self.client,
                         url,
