@@ -394,17 +394,37 @@ impl Config {
     /// Parses and validates config text; `env` resolves `${VAR}` references.
     pub fn parse(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
         let raw: raw::RawConfig = toml::from_str(text).map_err(|e| ConfigError {
-            problems: vec![toml_problem(&e)],
+            problems: vec![toml_problem(text, &e)],
         })?;
         raw::validate(raw, env)
     }
 }
 
-fn toml_problem(e: &toml::de::Error) -> Problem {
+/// A TOML error, keyed by where it is: `line L, column C` (both 1-based,
+/// the column in characters), as an editor shows a position.
+fn toml_problem(text: &str, e: &toml::de::Error) -> Problem {
     let msg = e.message().trim().to_string();
     let key = match e.span() {
-        Some(s) => format!("line:byte {}", s.start),
+        Some(s) => {
+            let (line, column) = line_column(text, s.start);
+            format!("line {line}, column {column}")
+        }
         None => "sluice.toml".to_string(),
     };
     Problem { key, message: msg }
+}
+
+/// The 1-based line and character column of byte `at` of `text` (clamped
+/// to the text, and to the start of a character).
+fn line_column(text: &str, at: usize) -> (usize, usize) {
+    let mut at = at.min(text.len());
+    while !text.is_char_boundary(at) {
+        at -= 1;
+    }
+    let before = &text[..at];
+    let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+    (
+        before.matches('\n').count() + 1,
+        before[line_start..].chars().count() + 1,
+    )
 }

@@ -126,6 +126,8 @@ struct Envelope {
     id: Option<Option<serde_json::Value>>,
     method: Option<serde_json::Value>,
     params: Option<Box<RawValue>>,
+    /// Present even when null: `"result": null` is a success like any other.
+    #[serde(default, deserialize_with = "present_raw")]
     result: Option<Box<RawValue>>,
     error: Option<Box<RawValue>>,
 }
@@ -135,6 +137,11 @@ fn present<'de, D: serde::Deserializer<'de>>(
     d: D,
 ) -> Result<Option<Option<serde_json::Value>>, D::Error> {
     Option::<serde_json::Value>::deserialize(d).map(Some)
+}
+
+/// Keeps a present member raw, `null` included (an absent one stays None).
+fn present_raw<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Box<RawValue>>, D::Error> {
+    Box::<RawValue>::deserialize(d).map(Some)
 }
 
 /// Why a message could not be accepted, with the id if one was readable.
@@ -164,13 +171,24 @@ impl Message {
         }
         let env: Envelope = match serde_json::from_slice(bytes) {
             Ok(e) => e,
-            Err(e) if e.is_syntax() || e.is_eof() => {
-                return fail(None, RpcError::parse(format!("Parse error: {e}")));
+            // -32700 only for text that is not JSON at all: JSON the envelope
+            // cannot hold (a number out of range, nesting past serde_json's
+            // limit, not an object) is an invalid request.
+            Err(e) if serde_json::from_slice::<serde::de::IgnoredAny>(bytes).is_err() => {
+                let message = if e.is_syntax() || e.is_eof() {
+                    format!("Parse error: {e}")
+                } else {
+                    "Parse error: body is not valid JSON".to_string()
+                };
+                return fail(None, RpcError::parse(message));
+            }
+            Err(e) if trimmed.first() == Some(&b'{') => {
+                return fail(
+                    None,
+                    RpcError::invalid_request(format!("Invalid Request: {e}")),
+                );
             }
             Err(_) => {
-                if serde_json::from_slice::<serde::de::IgnoredAny>(bytes).is_err() {
-                    return fail(None, RpcError::parse("Parse error: body is not valid JSON"));
-                }
                 return fail(
                     None,
                     RpcError::invalid_request(
@@ -351,6 +369,47 @@ mod tests {
             err(r#"[{"jsonrpc":"2.0","id":1,"method":"ping"}]"#),
             code::INVALID_REQUEST
         );
+    }
+
+    /// Found by `tests/fuzz_envelope.rs`: valid JSON that serde_json cannot
+    /// turn into values (out of range, too deep) was answered -32700.
+    #[test]
+    fn json_the_envelope_cannot_hold_is_an_invalid_request_not_a_parse_error() {
+        assert_eq!(err("1e999"), code::INVALID_REQUEST);
+        assert_eq!(
+            err(r#"{"jsonrpc":"2.0","id":1e999,"method":"ping"}"#),
+            code::INVALID_REQUEST
+        );
+        let deep = format!(
+            r#"{{"jsonrpc":"2.0","id":{}1{},"method":"ping"}}"#,
+            "[".repeat(200),
+            "]".repeat(200)
+        );
+        assert_eq!(err(&deep), code::INVALID_REQUEST);
+        assert_eq!(
+            err(r#"{"jsonrpc":"2.0","id":1,"method":"ping""#),
+            code::PARSE_ERROR
+        );
+        assert_eq!(err("5 x"), code::PARSE_ERROR);
+    }
+
+    /// Found by `tests/fuzz_envelope.rs`: `"result": null` was taken for an
+    /// absent result, and the response refused.
+    #[test]
+    fn a_null_result_is_a_result() {
+        match Message::parse(br#"{"jsonrpc":"2.0","id":0,"result":null}"#) {
+            Ok(Message::Response(Response { outcome: Ok(r), .. })) => assert_eq!(r.get(), "null"),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(
+            err(r#"{"jsonrpc":"2.0","id":0,"result":null,"error":{"code":1,"message":"m"}}"#),
+            code::INVALID_REQUEST
+        );
+        // A null error next to a result is the absent error some servers send.
+        assert!(matches!(
+            Message::parse(br#"{"jsonrpc":"2.0","id":0,"result":{},"error":null}"#),
+            Ok(Message::Response(Response { outcome: Ok(_), .. }))
+        ));
     }
 
     #[test]
