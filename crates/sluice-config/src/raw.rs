@@ -1,5 +1,7 @@
 //! Raw TOML shapes and their validation.
 
+mod limits;
+
 use crate::*;
 use serde::Deserialize;
 
@@ -23,6 +25,10 @@ pub(crate) struct RawConfig {
     audit: RawAudit,
     #[serde(default)]
     servers: Vec<RawServer>,
+    #[serde(default)]
+    limits: Vec<limits::RawLimit>,
+    #[serde(default)]
+    loop_guard: limits::RawLoopGuard,
 }
 
 #[derive(Deserialize, Default)]
@@ -380,6 +386,12 @@ pub(crate) fn validate(
     }
 
     let audit = audit(&mut c, &raw.audit);
+    let session_redis = match &sessions.store {
+        Store::Redis { url, .. } => Some(url.0.clone()),
+        _ => None,
+    };
+    let limits = limits::limits(&mut c, raw.limits, session_redis.as_deref());
+    let loop_guard = limits::loop_guard(&mut c, raw.loop_guard);
 
     let mut servers = Vec::new();
     let mut names = std::collections::HashSet::new();
@@ -695,6 +707,8 @@ pub(crate) fn validate(
             sessions,
             audit,
             servers,
+            limits,
+            loop_guard,
         })
     } else {
         Err(ConfigError {

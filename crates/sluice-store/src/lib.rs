@@ -10,12 +10,14 @@
 //! The pins of tool definitions ([`PinStore`]) live here too: in SQLite (one
 //! gateway), or in PostgreSQL shared by every replica (`defence.pins_url`).
 
+mod limits_redis;
 mod memory;
 mod pins;
 mod pins_pg;
 mod redis_store;
 mod sqlite;
 
+pub use limits_redis::{Budget, RedisLimits};
 pub use pins::{PinRow, PinStatus, PinStore};
 pub use redis_store::{Bus, BusMessage};
 
@@ -78,9 +80,10 @@ pub enum StoreError {
 
 /// "the session store (redis)", or "the pin store (postgres)" for `pins (postgres)`.
 fn store_name(store: &str) -> String {
-    match store.strip_prefix("pins ") {
-        Some(backend) => format!("the pin store {backend}"),
-        None => format!("the session store ({store})"),
+    match (store.strip_prefix("pins "), store.strip_prefix("limits ")) {
+        (Some(backend), _) => format!("the pin store {backend}"),
+        (_, Some(backend)) => format!("the limit store {backend}"),
+        _ => format!("the session store ({store})"),
     }
 }
 

@@ -315,3 +315,87 @@ async fn every_stage_logs_and_counts_its_decisions() {
         );
     }
 }
+
+/// A clock tests move by hand.
+fn manual_clock() -> (Arc<std::sync::atomic::AtomicU64>, super::rate::Clock) {
+    let ms = Arc::new(std::sync::atomic::AtomicU64::new(1_000));
+    let read = ms.clone();
+    let clock: super::rate::Clock =
+        Arc::new(move || Duration::from_millis(read.load(std::sync::atomic::Ordering::SeqCst)));
+    (ms, clock)
+}
+
+fn limit_config(extra: &str) -> sluice_config::Config {
+    sluice_config::Config::parse(&format!("{CONFIG}{extra}"), &|_| None).expect("test config")
+}
+
+#[tokio::test]
+async fn rate_limits_hold_exactly_on_a_fake_clock_and_refill() {
+    let gw = gateway().await;
+    let config = limit_config(
+        "[[limits]]\nname = \"tools\"\nper = [\"tool\"]\nrate = \"2/min\"\nburst = 2\n",
+    );
+    let (ms, clock) = manual_clock();
+    let stage = RateLimit::with_clock(&config.limits, clock);
+    let c = resolved(&gw, "srv__echo").await;
+    assert!(matches!(stage.run(&gw, &c).await, Flow::Next));
+    assert!(matches!(stage.run(&gw, &c).await, Flow::Next));
+    let Flow::Answer(Fail::Policy(r)) = stage.run(&gw, &c).await else {
+        panic!("the third call in a burst of 2 passed");
+    };
+    assert_eq!((r.code, r.retry_after_secs()), ("rate_limited", Some(30)));
+    assert_eq!(r.limit.as_ref().unwrap().scope, "tool=srv__echo");
+    assert!(!r.as_tool_result);
+    // Another tool has its own budget.
+    assert!(matches!(
+        stage.run(&gw, &resolved(&gw, "srv__add").await).await,
+        Flow::Next
+    ));
+    // 29 s later: still refused; at 30 s exactly one more call.
+    ms.fetch_add(29_000, std::sync::atomic::Ordering::SeqCst);
+    assert!(matches!(stage.run(&gw, &c).await, Flow::Answer(_)));
+    ms.fetch_add(1_000, std::sync::atomic::Ordering::SeqCst);
+    assert!(matches!(stage.run(&gw, &c).await, Flow::Next));
+    assert!(matches!(stage.run(&gw, &c).await, Flow::Answer(_)));
+    assert_eq!(decisions(&gw, "rate_limit", "limited"), 3);
+    // Methods the rule does not name are not counted.
+    assert!(!stage.counts("tools/list"));
+}
+
+#[tokio::test]
+async fn the_loop_guard_escalates_on_a_fake_clock_and_forgets_after_the_window() {
+    let gw = gateway().await;
+    let config = limit_config(
+        "[loop_guard]\nenabled = true\nrepeats = 2\nwindow = \"30s\"\nexempt_tools = [\"srv__add\"]\n",
+    );
+    let (ms, clock) = manual_clock();
+    let stage = LoopGuard::with_clock(&config.loop_guard, clock);
+    let c = resolved(&gw, "srv__echo").await;
+    let call = ToolCall::parse(Some(&raw(
+        json!({"name": "srv__echo", "arguments": {"x": 1}}),
+    )))
+    .unwrap();
+    let codes: Vec<Option<&str>> = (0..4)
+        .map(|_| match stage.run(&gw, &c, &call) {
+            Flow::Next => None,
+            Flow::Answer(Fail::Policy(r)) => Some(r.code),
+            Flow::Answer(other) => panic!("{other:?}"),
+        })
+        .collect();
+    assert_eq!(
+        codes,
+        [None, None, Some("loop_detected"), Some("loop_refused")]
+    );
+    assert_eq!(decisions(&gw, "loop_guard", "noticed"), 1);
+    ms.fetch_add(31_000, std::sync::atomic::Ordering::SeqCst);
+    assert!(
+        matches!(stage.run(&gw, &c, &call), Flow::Next),
+        "the window passed"
+    );
+    // Exempt tools are never judged.
+    let poll = ToolCall::parse(Some(&raw(json!({"name": "srv__add"})))).unwrap();
+    let p = resolved(&gw, "srv__add").await;
+    for _ in 0..10 {
+        assert!(matches!(stage.run(&gw, &p, &poll), Flow::Next));
+    }
+}
