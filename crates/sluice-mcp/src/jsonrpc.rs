@@ -11,7 +11,9 @@ use std::fmt;
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(untagged)]
 pub enum Id {
+    /// An integer id, echoed back as a number.
     Num(i64),
+    /// A string id, echoed back as the same string.
     Str(String),
 }
 
@@ -33,10 +35,15 @@ impl Id {
 
 /// Standard JSON-RPC and MCP error codes.
 pub mod code {
+    /// The bytes are not JSON.
     pub const PARSE_ERROR: i64 = -32700;
+    /// Valid JSON that is not a JSON-RPC 2.0 request.
     pub const INVALID_REQUEST: i64 = -32600;
+    /// No such method here (or not in this protocol era).
     pub const METHOD_NOT_FOUND: i64 = -32601;
+    /// The method exists but its params are wrong (an unknown tool, a bad cursor).
     pub const INVALID_PARAMS: i64 = -32602;
+    /// The gateway or an upstream failed while serving the request.
     pub const INTERNAL_ERROR: i64 = -32603;
     /// MCP: resource not found.
     pub const RESOURCE_NOT_FOUND: i64 = -32002;
@@ -47,13 +54,17 @@ pub mod code {
 /// A JSON-RPC error object produced by the gateway itself.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct RpcError {
+    /// The error code; see [`code`].
     pub code: i64,
+    /// A short human-readable description, sent to the client as is.
     pub message: String,
+    /// Machine-readable detail (e.g. the gateway's refusal reason); omitted when `None`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub data: Option<serde_json::Value>,
 }
 
 impl RpcError {
+    /// An error with this code and message and no `data`.
     pub fn new(code: i64, message: impl Into<String>) -> Self {
         RpcError {
             code,
@@ -61,25 +72,31 @@ impl RpcError {
             data: None,
         }
     }
+    /// The same error carrying `data`.
     pub fn with_data(mut self, data: serde_json::Value) -> Self {
         self.data = Some(data);
         self
     }
+    /// -32700: the input was not JSON.
     pub fn parse(msg: impl Into<String>) -> Self {
         Self::new(code::PARSE_ERROR, msg)
     }
+    /// -32600: the JSON is not an acceptable request.
     pub fn invalid_request(msg: impl Into<String>) -> Self {
         Self::new(code::INVALID_REQUEST, msg)
     }
+    /// -32601 naming the method.
     pub fn method_not_found(method: &str) -> Self {
         Self::new(
             code::METHOD_NOT_FOUND,
             format!("Method not found: {method}"),
         )
     }
+    /// -32602: the params are wrong.
     pub fn invalid_params(msg: impl Into<String>) -> Self {
         Self::new(code::INVALID_PARAMS, msg)
     }
+    /// -32603: the gateway or an upstream failed.
     pub fn internal(msg: impl Into<String>) -> Self {
         Self::new(code::INTERNAL_ERROR, msg)
     }
@@ -92,30 +109,40 @@ impl RpcError {
 /// A request: expects a response with the same id.
 #[derive(Debug)]
 pub struct Request {
+    /// The id the response must carry.
     pub id: Id,
+    /// The method name, e.g. `tools/call`.
     pub method: String,
+    /// The params, raw so they are forwarded untouched unless rewritten.
     pub params: Option<Box<RawValue>>,
 }
 
 /// A notification: no id, no response.
 #[derive(Debug)]
 pub struct Notification {
+    /// The method name, e.g. `notifications/progress`.
     pub method: String,
+    /// The params, raw.
     pub params: Option<Box<RawValue>>,
 }
 
 /// A response: `Ok(result)` or `Err(error object)`, both raw.
 #[derive(Debug)]
 pub struct Response {
+    /// The id of the request this answers.
     pub id: Id,
+    /// The `result` member, or the `error` object.
     pub outcome: Result<Box<RawValue>, Box<RawValue>>,
 }
 
 /// One JSON-RPC message of any kind.
 #[derive(Debug)]
 pub enum Message {
+    /// Has an id and a method: answer it.
     Request(Request),
+    /// Has a method but no id: never answered.
     Notification(Notification),
+    /// Has an id and a result or error: answers an earlier request.
     Response(Response),
 }
 
@@ -147,7 +174,9 @@ fn present_raw<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Box<RawV
 /// Why a message could not be accepted, with the id if one was readable.
 #[derive(Debug)]
 pub struct ParseFailure {
+    /// The message's id, if it could be read, so the error can answer it.
     pub id: Option<Id>,
+    /// The error to send back (-32700 or -32600).
     pub error: RpcError,
 }
 

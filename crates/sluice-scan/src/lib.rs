@@ -16,6 +16,8 @@
 //!
 //! No network, no model: everything here is a pure function of its input.
 
+#![warn(missing_docs)]
+
 #[cfg(feature = "eval")]
 mod eval;
 mod jsonl;

@@ -19,10 +19,13 @@ use tokio::sync::{Notify, mpsc, oneshot, watch};
 /// What a server said about itself at initialize.
 #[derive(Debug, Clone)]
 pub struct ServerInfo {
+    /// The revision agreed at initialize (or found by the 2026 discover probe).
     pub protocol_version: String,
     /// The server's `capabilities` object.
     pub capabilities: serde_json::Value,
+    /// The server's `serverInfo` object (name, version), as sent.
     pub server_info: serde_json::Value,
+    /// The server's `instructions` for the model, scanned like tool definitions.
     pub instructions: Option<String>,
 }
 
@@ -60,7 +63,9 @@ struct State {
 
 /// One upstream server, its live connection and its supervisor.
 pub struct Upstream {
+    /// The gateway's stable id of this server.
     pub id: ServerId,
+    /// The server's `[[servers]]` entry.
     pub config: Server,
     state: RwLock<State>,
     events: mpsc::UnboundedSender<UpstreamEvent>,
@@ -90,6 +95,8 @@ struct Connected {
 }
 
 impl Upstream {
+    /// A shared upstream, not yet connected: [`Upstream::start`] runs its supervisor.
+    /// Messages tied to no call go to `events`.
     pub fn new(
         id: ServerId,
         config: Server,
@@ -135,6 +142,7 @@ impl Upstream {
         self.health.snapshot()
     }
 
+    /// The server's configured name, as used in logs, metrics and tool prefixes.
     pub fn name(&self) -> &str {
         &self.config.name
     }
@@ -151,6 +159,7 @@ impl Upstream {
         self.state.read().unwrap().info.clone()
     }
 
+    /// Whether a live connection is installed now (calls would be sent).
     pub fn is_connected(&self) -> bool {
         self.state
             .read()
