@@ -125,6 +125,8 @@ pub struct Server {
     pub max_calls: Option<u64>,
     /// Stdio: restart the server after it has run this long (none by default).
     pub max_lifetime: Option<Duration>,
+    /// At most this many calls in flight to the server at once (none by default).
+    pub bulkhead: Option<Bulkhead>,
     pub output: OutputLimits,
     /// Whether client sessions share one connection to this server.
     pub isolation: Isolation,
@@ -248,6 +250,17 @@ pub enum LimitAnswer {
     Error,
     /// An `isError` tool result saying the same.
     ToolResult,
+}
+
+/// A server's bulkhead: calls beyond `max_concurrent` wait in a queue of
+/// `max_queue` for at most `queue_timeout`, then get an explicit "busy".
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Bulkhead {
+    pub max_concurrent: usize,
+    /// Default 100; 0 refuses at once when all slots are taken.
+    pub max_queue: usize,
+    /// Default 10 s.
+    pub queue_timeout: Duration,
 }
 
 /// `[loop_guard]`: the same caller calling the same tool with the same

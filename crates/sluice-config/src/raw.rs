@@ -131,6 +131,9 @@ struct RawServer {
     circuit_breaker: RawBreaker,
     max_calls: Option<i64>,
     max_lifetime: Option<String>,
+    max_concurrent: Option<i64>,
+    max_queue: Option<i64>,
+    queue_timeout: Option<String>,
     max_output_tokens: Option<i64>,
     #[serde(default)]
     tool_max_output_tokens: BTreeMap<String, i64>,
@@ -586,6 +589,28 @@ pub(crate) fn validate(
             .max_lifetime
             .as_deref()
             .map(|v| c.duration(&k("max_lifetime"), Some(v), Duration::from_secs(3600)));
+        if s.max_concurrent.is_none() && (s.max_queue.is_some() || s.queue_timeout.is_some()) {
+            c.fail(
+                k("max_queue"),
+                "`max_queue` and `queue_timeout` apply with `max_concurrent`",
+            );
+        }
+        let bulkhead = s.max_concurrent.map(|n| Bulkhead {
+            max_concurrent: c.positive(&k("max_concurrent"), Some(n), 1),
+            max_queue: match s.max_queue {
+                None => 100,
+                Some(q) if q >= 0 => q as usize,
+                Some(q) => {
+                    c.fail(k("max_queue"), format!("must be zero or more, got {q}"));
+                    0
+                }
+            },
+            queue_timeout: c.duration(
+                &k("queue_timeout"),
+                s.queue_timeout.as_deref(),
+                Duration::from_secs(10),
+            ),
+        });
         let od = OutputLimits::default();
         let mut tool_max = BTreeMap::new();
         for (tool, n) in &s.tool_max_output_tokens {
@@ -672,6 +697,7 @@ pub(crate) fn validate(
             breaker,
             max_calls,
             max_lifetime,
+            bulkhead,
             output,
         });
     }

@@ -119,7 +119,7 @@ impl Pipeline {
             rate_limit: RateLimit::new(&config.limits),
             loop_guard: LoopGuard::new(&config.loop_guard),
             approval: Approval,
-            dispatch: Dispatch,
+            dispatch: Dispatch::new(&config.servers),
             output_limits: OutputLimits,
             output_scan: OutputScan::new(&config.defence),
             audit: AuditStage,

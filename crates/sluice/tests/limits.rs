@@ -300,3 +300,56 @@ async fn replicas_share_one_budget_in_redis_and_follow_the_outage_policy() {
     );
     assert!(logs.contains("limit store answers again"), "{logs}");
 }
+
+#[tokio::test]
+async fn a_full_bulkhead_answers_busy_instead_of_hanging() {
+    let cfg = format!(
+        "[sessions]\nstore = \"memory\"\n[[servers]]\nname = \"fx\"\ncommand = \"{}\"\nmax_concurrent = 1\nmax_queue = 1\nqueue_timeout = \"3s\"\ntimeout = \"120s\"\n",
+        sibling_bin("sluice-fixture").display()
+    );
+    let gw = Gateway::start("bulkhead", &cfg);
+    let mut c = Client::new(&gw.url);
+    c.initialize().await;
+    let slow = json!({"name": "fx__slow", "arguments": {"ms": 60000}});
+    // A holds the only slot; B waits in the one queue place.
+    let a = {
+        let rb = c.post_builder(
+            json!({"jsonrpc":"2.0","id":1,"method":"tools/call","params":slow}).to_string(),
+        );
+        tokio::spawn(Client::send(rb))
+    };
+    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+    let b = {
+        let rb = c.post_builder(
+            json!({"jsonrpc":"2.0","id":2,"method":"tools/call","params":echo("b")}).to_string(),
+        );
+        tokio::spawn(Client::send(rb))
+    };
+    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    // C finds the queue full: refused at once.
+    let r = c.call("tools/call", echo("c")).await;
+    assert_eq!(r["_meta"]["sluice/error"]["code"], "upstream_busy", "{r}");
+    assert!(
+        r["content"][0]["text"]
+            .as_str()
+            .unwrap()
+            .contains("already waiting"),
+        "{r}"
+    );
+    // B gives up after the queue timeout, explicitly.
+    let rb = b.await.unwrap();
+    let r = &rb.response()["result"];
+    assert_eq!(
+        r["_meta"]["sluice/error"]["code"], "upstream_busy",
+        "{}",
+        rb.body
+    );
+    assert!(
+        r["content"][0]["text"]
+            .as_str()
+            .unwrap()
+            .contains("came free within 3s"),
+        "{r}"
+    );
+    a.abort();
+}
