@@ -8,14 +8,17 @@
 //! async methods without boxing.
 //!
 //! The pins of tool definitions ([`PinStore`]) live here too: in SQLite (one
-//! gateway), or in PostgreSQL shared by every replica (`defence.pins_url`).
+//! gateway), or in PostgreSQL shared by every replica (`defence.pins_url`),
+//! and so do the API key records ([`KeyStore`], `auth.api_keys.url`).
 
+mod keys;
 mod memory;
 mod pins;
 mod pins_pg;
 mod redis_store;
 mod sqlite;
 
+pub use keys::{KeyRecord, KeyStore};
 pub use pins::{PinRow, PinStatus, PinStore};
 pub use redis_store::{Bus, BusMessage};
 
@@ -78,9 +81,12 @@ pub enum StoreError {
 
 /// "the session store (redis)", or "the pin store (postgres)" for `pins (postgres)`.
 fn store_name(store: &str) -> String {
-    match store.strip_prefix("pins ") {
-        Some(backend) => format!("the pin store {backend}"),
-        None => format!("the session store ({store})"),
+    if let Some(backend) = store.strip_prefix("pins ") {
+        format!("the pin store {backend}")
+    } else if let Some(backend) = store.strip_prefix("keys ") {
+        format!("the key store {backend}")
+    } else {
+        format!("the session store ({store})")
     }
 }
 
