@@ -49,6 +49,11 @@ pub struct ToolCall {
     pub client_version: Option<String>,
     /// The client's address (HTTP), when known.
     pub remote: Option<SocketAddr>,
+    /// Who called: the authenticated principal's id (an API key's id), when
+    /// authentication is on. Never a token.
+    pub principal: Option<String>,
+    /// The principal's tenant, if its credential names one.
+    pub tenant: Option<String>,
     /// The tool name as the client sent it.
     pub tool: String,
     /// The server it was routed to (none when routing failed).
@@ -92,6 +97,8 @@ impl ToolCall {
         if let Some(r) = self.remote {
             line.str("remote", &r.to_string());
         }
+        line.opt_str("principal", self.principal.as_deref());
+        line.opt_str("tenant", self.tenant.as_deref());
         line.str("tool", &self.tool);
         line.opt_str("server", self.server.as_deref());
         line.opt_str("upstream_tool", self.upstream_tool.as_deref());

@@ -249,7 +249,11 @@ pub const METADATA_PREFIX: &str = "/.well-known/oauth-protected-resource";
 
 impl Authenticator {
     /// The authenticator for `[auth]`, or `None` when requests need none.
-    pub async fn from_config(cfg: &Auth) -> Result<Option<Authenticator>, String> {
+    /// `default_url` is the resource URI when `auth.public_url` is unset.
+    pub async fn from_config(
+        cfg: &Auth,
+        default_url: &str,
+    ) -> Result<Option<Authenticator>, String> {
         if cfg.mode != AuthMode::Required {
             return Ok(None);
         }
@@ -261,7 +265,7 @@ impl Authenticator {
         Ok(Some(Authenticator::new(
             keys,
             cfg.required_scopes.clone(),
-            &cfg.public_url,
+            cfg.public_url.as_deref().unwrap_or(default_url),
         )))
     }
 

@@ -194,8 +194,8 @@ pub struct Auth {
     /// Whether every request must authenticate; see [`AuthMode`].
     pub mode: AuthMode,
     /// The gateway's canonical resource URI (the protected-resource metadata's
-    /// `resource`); default `http://{listen.addr}/mcp`.
-    pub public_url: String,
+    /// `resource`); `None` means `http://{the bound listen address}/mcp`.
+    pub public_url: Option<String>,
     /// Scopes every request needs; missing ones get 403 `insufficient_scope`.
     /// Default none.
     pub required_scopes: Vec<String>,

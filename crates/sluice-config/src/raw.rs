@@ -704,7 +704,7 @@ pub(crate) fn validate(
         scan_outputs: raw.defence.scan_outputs.unwrap_or(true),
     };
 
-    let auth = auth(&mut c, raw.auth.as_ref(), addr);
+    let auth = auth(&mut c, raw.auth.as_ref());
 
     if c.problems.is_empty() {
         Ok(Config {
@@ -740,8 +740,8 @@ fn postgres_url(c: &mut Check<'_>, key: &str, raw: &str) -> Secret {
     Secret(url)
 }
 
-/// The `[auth]` section; `listen` gives `public_url` its default.
-fn auth(c: &mut Check<'_>, ra: Option<&RawAuth>, listen: SocketAddr) -> Auth {
+/// The `[auth]` section.
+fn auth(c: &mut Check<'_>, ra: Option<&RawAuth>) -> Auth {
     let default = RawAuth::default();
     let ra = ra.unwrap_or(&default);
     let mode = match ra.mode.as_deref() {
@@ -757,7 +757,7 @@ fn auth(c: &mut Check<'_>, ra: Option<&RawAuth>, listen: SocketAddr) -> Auth {
         }
     };
     let public_url = match ra.public_url.as_deref() {
-        None => format!("http://{listen}/mcp"),
+        None => None,
         Some(u) => {
             let u = c.expand("auth.public_url", u);
             let scheme_ok = u.starts_with("http://") || u.starts_with("https://");
@@ -770,7 +770,7 @@ fn auth(c: &mut Check<'_>, ra: Option<&RawAuth>, listen: SocketAddr) -> Auth {
             } else if u.contains(['?', '#']) {
                 c.fail("auth.public_url", "must not have a query or fragment");
             }
-            u
+            Some(u)
         }
     };
     let required_scopes = ra.required_scopes.clone().unwrap_or_default();
@@ -1104,10 +1104,10 @@ mod tests {
     }
 
     #[test]
-    fn auth_defaults_to_unset_with_public_url_from_the_listener() {
+    fn auth_defaults_to_unset() {
         let c = Config::parse("[listen]\naddr = \"127.0.0.1:9000\"\n", &env).unwrap();
         assert_eq!(c.auth.mode, AuthMode::Unset);
-        assert_eq!(c.auth.public_url, "http://127.0.0.1:9000/mcp");
+        assert_eq!(c.auth.public_url, None);
         assert!(c.auth.required_scopes.is_empty());
         assert!(c.auth.api_keys.enabled);
         assert!(c.auth.api_keys.pepper.is_none());
@@ -1124,7 +1124,10 @@ mod tests {
         )
         .unwrap();
         assert_eq!(c.auth.mode, AuthMode::Required);
-        assert_eq!(c.auth.public_url, "https://mcp.example.com/mcp");
+        assert_eq!(
+            c.auth.public_url.as_deref(),
+            Some("https://mcp.example.com/mcp")
+        );
         assert_eq!(c.auth.required_scopes, ["mcp"]);
         assert_eq!(
             c.auth.api_keys.pepper.as_ref().unwrap().expose(),

@@ -65,6 +65,8 @@ pub(crate) struct CallNote {
     client_name: Option<String>,
     client_version: Option<String>,
     remote: Option<std::net::SocketAddr>,
+    principal: Option<String>,
+    tenant: Option<String>,
     tool: String,
     server: Option<String>,
     upstream_tool: Option<String>,
@@ -96,6 +98,8 @@ impl CallNote {
         note.client_name = info("name");
         note.client_version = info("version");
         note.remote = ctx.remote;
+        note.principal = ctx.principal.as_ref().map(|p| p.id.to_string());
+        note.tenant = ctx.tenant.as_ref().map(|t| t.0.to_string());
         note
     }
 
@@ -109,6 +113,8 @@ impl CallNote {
             client_name: None,
             client_version: None,
             remote: None,
+            principal: None,
+            tenant: None,
             tool: String::new(),
             server: None,
             upstream_tool: None,
@@ -135,6 +141,8 @@ impl CallNote {
             client_name: self.client_name.take(),
             client_version: self.client_version.take(),
             remote: self.remote,
+            principal: self.principal.take(),
+            tenant: self.tenant.take(),
             tool: std::mem::take(&mut self.tool),
             server: self.server.take(),
             upstream_tool: self.upstream_tool.take(),
