@@ -49,11 +49,9 @@ pub struct ToolCall {
     pub client_version: Option<String>,
     /// The client's address (HTTP), when known.
     pub remote: Option<SocketAddr>,
-    /// Who called: the authenticated principal's id (an API key's id), when
-    /// authentication is on. Never a token.
-    pub principal: Option<String>,
-    /// The principal's tenant, if its credential names one.
-    pub tenant: Option<String>,
+    /// Who called, when authentication is on (boxed: most records of a
+    /// gateway without auth have none, and the event stays small).
+    pub caller: Option<Box<Caller>>,
     /// The tool name as the client sent it.
     pub tool: String,
     /// The server it was routed to (none when routing failed).
@@ -65,6 +63,14 @@ pub struct ToolCall {
     pub arguments: Option<Value>,
     pub outcome: Outcome,
     pub duration_ms: u64,
+}
+
+/// The authenticated principal of a call: its id (an API key's id), never
+/// a token, and its tenant if its credential names one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Caller {
+    pub principal: String,
+    pub tenant: Option<String>,
 }
 
 /// How a tool call ended.
@@ -97,8 +103,10 @@ impl ToolCall {
         if let Some(r) = self.remote {
             line.str("remote", &r.to_string());
         }
-        line.opt_str("principal", self.principal.as_deref());
-        line.opt_str("tenant", self.tenant.as_deref());
+        if let Some(c) = &self.caller {
+            line.str("principal", &c.principal);
+            line.opt_str("tenant", c.tenant.as_deref());
+        }
         line.str("tool", &self.tool);
         line.opt_str("server", self.server.as_deref());
         line.opt_str("upstream_tool", self.upstream_tool.as_deref());

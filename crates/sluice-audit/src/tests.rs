@@ -24,8 +24,10 @@ fn call(tool: &str, arguments: Value) -> Event {
         client_name: Some("tests".into()),
         client_version: Some("1".into()),
         remote: Some("127.0.0.1:4000".parse().unwrap()),
-        principal: Some("abcdefghijklmnop".into()),
-        tenant: Some("acme".into()),
+        caller: Some(Box::new(Caller {
+            principal: "abcdefghijklmnop".into(),
+            tenant: Some("acme".into()),
+        })),
         tool: tool.into(),
         server: Some("srv".into()),
         upstream_tool: Some(tool.trim_start_matches("srv__").into()),
