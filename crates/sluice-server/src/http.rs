@@ -221,10 +221,23 @@ async fn authenticate(
     match verdict {
         Ok(p) => Ok(Some(p)),
         Err(d) => {
-            tracing::info!(code = d.code(), reason = %d, "request refused: not authenticated");
+            refused(&st.gw, d.code(), &d);
             Err(denied(auth, &d))
         }
     }
+}
+
+/// Logs and counts an authentication refusal like any stage decision
+/// (`sluice_stage_decisions_total{stage="authenticate"}`).
+fn refused(gw: &Gateway, decision: &'static str, reason: &dyn std::fmt::Display) {
+    gw.metrics
+        .stage_decisions
+        .get_or_create(&crate::metrics::StageLabels {
+            stage: "authenticate",
+            decision,
+        })
+        .inc();
+    tracing::info!(stage = "authenticate", decision, %reason, "stage decision");
 }
 
 /// A refusal on the wire: the status, the challenge, and a JSON-RPC error
@@ -254,12 +267,24 @@ async fn resource_metadata(State(st): State<AppState>) -> Response {
 
 /// 404, as for an unknown session, when the session belongs to another
 /// principal than the request's (its existence is not disclosed).
-fn check_owner(sess: &Session, principal: &Option<Principal>) -> Result<(), Rejection> {
+fn check_owner(
+    gw: &Gateway,
+    sess: &Session,
+    principal: &Option<Principal>,
+) -> Result<(), Rejection> {
     if sess.principal.as_deref() == principal.as_ref().map(|p| &*p.id) {
         sess.set_authenticated(principal.clone());
         return Ok(());
     }
-    tracing::info!(session = %sess.id, principal = principal.as_ref().map(|p| &*p.id), "request refused: the session belongs to another principal");
+    let who = principal.as_ref().map_or("no principal", |p| &*p.id);
+    refused(
+        gw,
+        "session_of_another_principal",
+        &format_args!(
+            "{who} presented session {}, which belongs to another principal",
+            sess.id
+        ),
+    );
     Err(Rejection(
         StatusCode::NOT_FOUND,
         RpcError::new(
@@ -410,7 +435,7 @@ async fn post_mcp(State(st): State<AppState>, req: Request) -> Response {
         Ok(s) => s,
         Err(r) => return r.into_response(),
     };
-    if let Err(r) = check_owner(&sess, &principal) {
+    if let Err(r) = check_owner(&st.gw, &sess, &principal) {
         return r.into_response();
     }
     if let Err(r) = check_version(&headers) {
@@ -719,7 +744,7 @@ async fn get_mcp(State(st): State<AppState>, uri: Uri, headers: HeaderMap) -> Re
         Ok(s) => s,
         Err(r) => return r.into_response(),
     };
-    if let Err(r) = check_owner(&sess, &principal) {
+    if let Err(r) = check_owner(&st.gw, &sess, &principal) {
         return r.into_response();
     }
     if let Err(r) = check_version(&headers) {
@@ -939,7 +964,7 @@ async fn delete_mcp(State(st): State<AppState>, uri: Uri, headers: HeaderMap) ->
         Ok(s) => s,
         Err(r) => return r.into_response(),
     };
-    if let Err(r) = check_owner(&sess, &principal) {
+    if let Err(r) = check_owner(&st.gw, &sess, &principal) {
         return r.into_response();
     }
     if let Err(e) = st.gw.end_session(&sess.id).await {

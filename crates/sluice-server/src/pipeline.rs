@@ -68,11 +68,13 @@ impl RequestCtx {
             Era::Session
         };
         let principal = session.authenticated();
+        let who = principal.as_ref().map(|p| &*p.id);
+        let span = tracing::debug_span!("request", method, era = era.as_str(), session = %session.id, principal = who);
         RequestCtx {
             tenant: principal.as_ref().and_then(|p| p.tenant.clone()),
             principal,
             era,
-            span: tracing::debug_span!("request", method, era = era.as_str(), session = %session.id),
+            span,
             method: method.to_string(),
             remote: session.remote(),
             session: session.clone(),

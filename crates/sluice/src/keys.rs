@@ -4,7 +4,7 @@
 //! hash is stored.
 
 use serde_json::json;
-use sluice_auth::{ApiKeys, KeyRecord, ManageError, NewKey};
+use sluice_auth::{ApiKeys, KeyRecord, NewKey};
 use sluice_config::Config;
 use std::process::ExitCode;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -169,7 +169,7 @@ pub fn run(config: &Config, cmd: KeysCommand) -> ExitCode {
                     println!("revoked API key {} ({}): refused from now on", r.id, r.name);
                     ExitCode::SUCCESS
                 }
-                Err(e) => manage_failed(e),
+                Err(e) => fail(e),
             },
             KeysCommand::Rotate {
                 id,
@@ -193,14 +193,10 @@ pub fn run(config: &Config, cmd: KeysCommand) -> ExitCode {
                     }
                     ExitCode::SUCCESS
                 }
-                Err(e) => manage_failed(e),
+                Err(e) => fail(e),
             },
         }
     })
-}
-
-fn manage_failed(e: ManageError) -> ExitCode {
-    fail(e)
 }
 
 fn now_ms() -> u64 {

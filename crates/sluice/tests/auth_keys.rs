@@ -391,6 +391,30 @@ async fn api_keys_guard_both_eras_and_every_refusal_says_why() {
         Some(&key_d),
     );
 
+    // Every refusal is a counted stage decision.
+    let metrics = common::http()
+        .get(format!("{}/metrics", gw.base))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for decision in [
+        "missing_token",
+        "malformed_token",
+        "bad_checksum",
+        "insufficient_scope",
+        "revoked_token",
+        "expired_token",
+        "session_of_another_principal",
+    ] {
+        let line = format!(
+            "sluice_stage_decisions_total{{stage=\"authenticate\",decision=\"{decision}\"}} "
+        );
+        assert!(metrics.contains(&line), "{line} not in:\n{metrics}");
+    }
+
     // `keys list` shows every key and its state, never a secret.
     let (code, out, _) = keys(&cfg, &["list", "--format", "json"]);
     assert_eq!(code, 0);
