@@ -234,3 +234,47 @@ async fn required_scopes_are_checked_after_the_key() {
         Err(Denied::BadHeader(_))
     ));
 }
+
+/// PostgreSQL ending the store's connections (a restart, an administrator)
+/// costs no verification: the next lookup makes its connection again.
+#[tokio::test]
+async fn postgres_lost_connections_are_made_again() {
+    let app = unique("sluice-keys-test");
+    let base = pg_url();
+    let sep = if base.contains('?') { '&' } else { '?' };
+    let store = KeyStore::open_postgres(&format!("{base}{sep}application_name={app}"))
+        .await
+        .unwrap();
+    let keys = ApiKeys::new(store, PEPPER);
+    let made = keys
+        .create(NewKey {
+            name: unique("reconnect"),
+            ..NewKey::default()
+        })
+        .await
+        .unwrap();
+    let text = made.key.expose();
+    let (admin, conn) = tokio_postgres::connect(&pg_url(), tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    for round in 0..6 {
+        let ended = admin
+            .query(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = $1",
+                &[&app],
+            )
+            .await
+            .unwrap();
+        assert!(!ended.is_empty(), "the store holds connections");
+        if round % 2 == 1 {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        // Every connection of the store is used in turn: verify more times than there are.
+        for _ in 0..8 {
+            keys.verify(&text)
+                .await
+                .unwrap_or_else(|e| panic!("round {round}: {e}"));
+        }
+    }
+}

@@ -11,6 +11,7 @@ use crate::{StoreError, now_ms};
 use rusqlite::{Connection, OptionalExtension, params};
 use std::fmt;
 use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 /// One API key, as stored.
@@ -65,7 +66,23 @@ pub struct KeyStore {
 #[derive(Clone)]
 enum Backend {
     Sqlite(SqliteKeys),
-    Postgres(Arc<PgPins>),
+    Postgres(Arc<PgKeys>),
+}
+
+/// How many connections the PostgreSQL key store uses in turn.
+const PG_CONNECTIONS: usize = 4;
+
+/// A few PostgreSQL connections used in turn: every request looks its key up,
+/// and one connection (one operation at a time) would serialize them all.
+struct PgKeys {
+    conns: Vec<PgPins>,
+    next: AtomicUsize,
+}
+
+impl PgKeys {
+    fn pick(&self) -> &PgPins {
+        &self.conns[self.next.fetch_add(1, Ordering::Relaxed) % self.conns.len()]
+    }
 }
 
 const PG_STORE: &str = "keys (postgres)";
@@ -126,7 +143,13 @@ impl KeyStore {
     /// (`Unavailable`) until it answers.
     pub async fn open_postgres(url: &str) -> Result<Self, StoreError> {
         Ok(KeyStore {
-            backend: Backend::Postgres(Arc::new(PgPins::open_as(url, PG_KEYS).await?)),
+            backend: Backend::Postgres(Arc::new(PgKeys {
+                conns: futures_util::future::try_join_all(
+                    (0..PG_CONNECTIONS).map(|_| PgPins::open_as(url, PG_KEYS)),
+                )
+                .await?,
+                next: AtomicUsize::new(0),
+            })),
         })
     }
 
@@ -142,7 +165,7 @@ impl KeyStore {
     pub fn location(&self) -> String {
         match &self.backend {
             Backend::Sqlite(s) => s.path.clone(),
-            Backend::Postgres(p) => p.location().to_string(),
+            Backend::Postgres(pool) => pool.conns[0].location().to_string(),
         }
     }
 
@@ -150,7 +173,8 @@ impl KeyStore {
     pub async fn insert(&self, rec: &KeyRecord) -> Result<(), StoreError> {
         match &self.backend {
             Backend::Sqlite(s) => s.insert(rec.clone()).await,
-            Backend::Postgres(p) => {
+            Backend::Postgres(pool) => {
+                let p = pool.pick();
                 let n = on_client!(p, retry = false, |c| pg_insert(c, rec))?;
                 if n == 1 {
                     Ok(())
@@ -168,7 +192,8 @@ impl KeyStore {
     pub async fn get(&self, id: &str) -> Result<Option<KeyRecord>, StoreError> {
         match &self.backend {
             Backend::Sqlite(s) => s.get(id.to_string()).await,
-            Backend::Postgres(p) => {
+            Backend::Postgres(pool) => {
+                let p = pool.pick();
                 let q = format!("SELECT {COLUMNS} FROM api_keys WHERE id = $1");
                 let row = on_client!(p, retry = true, |c| c.query_opt(&q, &[&id]))?;
                 Ok(row.as_ref().map(pg_record))
@@ -180,7 +205,8 @@ impl KeyStore {
     pub async fn list(&self) -> Result<Vec<KeyRecord>, StoreError> {
         match &self.backend {
             Backend::Sqlite(s) => s.list().await,
-            Backend::Postgres(p) => {
+            Backend::Postgres(pool) => {
+                let p = pool.pick();
                 let q =
                     format!("SELECT {COLUMNS} FROM api_keys ORDER BY created, id COLLATE \"C\"");
                 let rows = on_client!(p, retry = true, |c| c.query(&q, &[]))?;
@@ -204,7 +230,8 @@ impl KeyStore {
                 })
                 .await?;
             }
-            Backend::Postgres(p) => {
+            Backend::Postgres(pool) => {
+                let p = pool.pick();
                 on_client!(p, retry = true, |c| c.execute(
                     "UPDATE api_keys SET revoked = COALESCE(revoked, $2) WHERE id = $1",
                     &[&id as &(dyn tokio_postgres::types::ToSql + Sync), &now]
@@ -239,7 +266,7 @@ impl KeyStore {
             }
             // Not retried: a lost answer to an update that went through would
             // otherwise rotate twice, and the first new secret would never work.
-            Backend::Postgres(p) => on_client!(p, retry = false, |c| c.execute(
+            Backend::Postgres(pool) => on_client!(pool.pick(), retry = false, |c| c.execute(
                 "UPDATE api_keys SET prev_hash = hash, prev_until = $3, hash = $2, rotated = $4
                  WHERE id = $1 AND revoked IS NULL",
                 &[

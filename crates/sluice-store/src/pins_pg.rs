@@ -47,6 +47,7 @@ const STORE: &str = "pins (postgres)";
 
 /// What one PostgreSQL-backed store is: its name in errors ("pins
 /// (postgres)"), the config key of its URL, and the schema made on connect.
+#[derive(Clone, Copy)]
 pub(crate) struct PgKind {
     pub(crate) store: &'static str,
     pub(crate) url_key: &'static str,
