@@ -18,10 +18,15 @@ fn pg_url() -> String {
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
 }
 
-/// A config with auth required (scope `mcp`) over the stdio fixture.
+/// A config with auth required (scope `mcp`) over the stdio fixture;
+/// `keys` adds to `[auth.api_keys]`.
 fn config(keys: &str) -> String {
+    config_with("[sessions]\nstore = \"memory\"\n", keys)
+}
+
+fn config_with(sessions: &str, keys: &str) -> String {
     format!(
-        "[sessions]\nstore = \"memory\"\n[audit]\npath = \"audit.jsonl\"\n\
+        "{sessions}[audit]\npath = \"audit.jsonl\"\n\
          [auth]\nmode = \"required\"\nrequired_scopes = [\"mcp\"]\n\
          [auth.api_keys]\nenabled = true\npepper = \"{PEPPER}\"\n{keys}\
          [[servers]]\nname = \"fx\"\nprefix = \"\"\ncommand = \"{}\"\n",
@@ -534,17 +539,34 @@ async fn the_clients_key_is_never_forwarded_upstream() {
     );
 }
 
-/// Two gateways on one PostgreSQL key store: a key revoked by one CLI run is
-/// refused by both on their next request.
+/// Two replicas on one PostgreSQL key store and one Redis session store: a
+/// session stays bound to its key on either replica, and a key revoked by
+/// one CLI run is refused by both on their next request.
 #[tokio::test]
 async fn postgres_key_store_is_shared_and_revocation_holds_on_every_replica() {
     let keys_cfg = format!("url = \"{}\"\n", pg_url());
-    let a = Gateway::start("auth-pg-a", &config(&keys_cfg));
-    let b = Gateway::start("auth-pg-b", &config(&keys_cfg));
+    let n = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    let sessions = format!(
+        "[sessions]\nstore = \"redis\"\nredis_url = \"redis://127.0.0.1:6379\"\nkey_prefix = \"sluice-auth-test-{n}:\"\n"
+    );
+    let a = Gateway::start("auth-pg-a", &config_with(&sessions, &keys_cfg));
+    let b = Gateway::start("auth-pg-b", &config_with(&sessions, &keys_cfg));
     let cfg = a.dir.join("sluice.toml");
     let (id, key) = create(&cfg, &["--name", "shared", "--scopes", "mcp"]);
+    let (_, other) = create(&cfg, &["--name", "other", "--scopes", "mcp"]);
     assert_eq!(text_of(&echo_2026(&a.url, Some(&key), "a").await), "a");
     assert_eq!(text_of(&echo_2026(&b.url, Some(&key), "b").await), "b");
+    // A session made on A is served by B for its key, and is 404 for another.
+    let sid = initialize(&a.url, &key).await;
+    assert_eq!(
+        text_of(&echo_session(&b.url, &key, &sid, "on b").await),
+        "on b"
+    );
+    assert_eq!(echo_session(&b.url, &other, &sid, "x").await.status, 404);
+    assert_eq!(echo_session(&a.url, &other, &sid, "x").await.status, 404);
     let (code, _, err) = keys(&b.dir.join("sluice.toml"), &["revoke", &id]);
     assert_eq!(code, 0, "{err}");
     for gw in [&a, &b] {
