@@ -788,8 +788,9 @@ fn auth(c: &mut Check<'_>, ra: Option<&RawAuth>) -> Auth {
     }
     let rk = &ra.api_keys;
     let pepper = rk.pepper.as_deref().map(|p| {
+        let before = c.problems.len();
         let p = c.expand("auth.api_keys.pepper", p);
-        if p.len() < 32 {
+        if c.problems.len() == before && p.len() < 32 {
             c.fail(
                 "auth.api_keys.pepper",
                 "must be at least 32 bytes (e.g. 64 hex characters)",
@@ -1175,6 +1176,9 @@ mod tests {
         )
         .unwrap_err();
         assert_eq!(err.problems[0].key, "auth.api_keys.enabled", "{err}");
+        let err = Config::parse("[auth.api_keys]\npepper = \"${NOPE}\"\n", &env).unwrap_err();
+        assert_eq!(err.problems.len(), 1, "{err}");
+        assert!(err.to_string().contains("NOPE is not set"), "{err}");
         let err = Config::parse("[auth]\nmod = \"off\"\n", &env).unwrap_err();
         assert!(err.to_string().contains("unknown field `mod`"), "{err}");
         let c = Config::parse("[auth]\nmode = \"off\"\n", &env).unwrap();
