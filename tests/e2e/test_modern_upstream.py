@@ -101,7 +101,7 @@ async def test_param_headers_are_sent_upstream_and_checked_downstream(modern_gat
     def post(headers):
         req = urllib.request.Request(modern_gateway, data=json.dumps(body).encode(), headers=headers, method="POST")
         try:
-            with urllib.request.urlopen(req, timeout=10) as resp:
+            with urllib.request.urlopen(req, timeout=60) as resp:
                 return resp.status, json.loads(resp.read())
         except urllib.error.HTTPError as e:
             return e.code, json.loads(e.read())

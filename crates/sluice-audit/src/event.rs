@@ -10,9 +10,13 @@ use std::sync::Arc;
 /// One auditable thing that happened.
 #[derive(Debug, Clone)]
 pub enum Event {
+    /// A `tools/call` and how it ended (`"event": "tool_call"`).
     ToolCall(ToolCall),
+    /// The poisoning detector flagged something (`"event": "defence"`).
     Defence(Finding),
+    /// A changed definition was held back against its pin (`"event": "pin"`).
     Pin(PinHeld),
+    /// A user approved or refused a call (`"event": "approval"`).
     Approval(Decision),
 }
 
@@ -44,8 +48,9 @@ pub struct ToolCall {
     pub session: Arc<str>,
     /// For stateless requests: the gateway's id of the request.
     pub request: Option<String>,
-    /// The client's `clientInfo.name` and `.version`, when it sent them.
+    /// The client's `clientInfo.name`, when it sent one.
     pub client_name: Option<String>,
+    /// The client's `clientInfo.version`, when it sent one.
     pub client_version: Option<String>,
     /// The client's address (HTTP), when known.
     pub remote: Option<SocketAddr>,
@@ -61,7 +66,9 @@ pub struct ToolCall {
     /// The call's arguments, as sent; redacted and capped on the writer
     /// according to `audit.arguments`. `None` when not kept.
     pub arguments: Option<Value>,
+    /// How the call ended.
     pub outcome: Outcome,
+    /// How long the call took, in milliseconds.
     pub duration_ms: u64,
 }
 
@@ -69,7 +76,9 @@ pub struct ToolCall {
 /// a token, and its tenant if its credential names one.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Caller {
+    /// The principal's id (an API key's id).
     pub principal: String,
+    /// Its tenant, if any.
     pub tenant: Option<String>,
 }
 
@@ -80,12 +89,24 @@ pub enum Outcome {
     Ok,
     /// A result with `isError: true`; `code` is the gateway's reason when it
     /// made the result (`timeout`, `unavailable`, `output_withheld`, …).
-    ToolError { code: Option<String> },
+    ToolError {
+        /// The gateway's reason; `None` when the server itself reported the error.
+        code: Option<String>,
+    },
     /// A JSON-RPC error.
-    Error { code: i64, message: String },
-    /// The gateway did not call the tool: `reason` is a stable code
-    /// (`tool_blocked`, `tool_definition_changed`, `approval_refused`).
-    Refused { reason: String, detail: String },
+    Error {
+        /// The JSON-RPC error code.
+        code: i64,
+        /// The error message (capped in the record).
+        message: String,
+    },
+    /// The gateway did not call the tool.
+    Refused {
+        /// A stable code (`tool_blocked`, `tool_definition_changed`, `approval_refused`).
+        reason: String,
+        /// Human-readable detail (capped in the record).
+        detail: String,
+    },
     /// The client cancelled the request (or went away) before it ended.
     Cancelled,
 }
@@ -140,6 +161,7 @@ impl ToolCall {
 /// A poisoning-detector finding on a definition, instructions or an output.
 #[derive(Debug, Clone)]
 pub struct Finding {
+    /// The configured name of the server the finding is about.
     pub server: String,
     /// The server's own tool name (outputs: the exposed name); none for instructions.
     pub tool: Option<String>,
@@ -171,13 +193,15 @@ impl Finding {
 /// A definition (or instructions) that changed since it was pinned, held back.
 #[derive(Debug, Clone)]
 pub struct PinHeld {
+    /// The configured name of the server whose definition changed.
     pub server: String,
     /// The server's own tool name; none for instructions.
     pub tool: Option<String>,
     /// `definition` or `instructions`.
     pub kind: &'static str,
-    /// Fingerprints of the approved and the current version, when known.
+    /// Fingerprint of the approved (pinned) version, when known.
     pub old_fingerprint: Option<String>,
+    /// Fingerprint of the version the server offers now.
     pub new_fingerprint: String,
 }
 
@@ -195,10 +219,13 @@ impl PinHeld {
 /// A human-approval decision on a tool call.
 #[derive(Debug, Clone)]
 pub struct Decision {
+    /// The session id of the call, as in [`ToolCall::session`].
     pub session: Arc<str>,
+    /// The configured name of the server the tool belongs to.
     pub server: String,
     /// The exposed tool name.
     pub tool: String,
+    /// Whether the call may proceed.
     pub approved: bool,
     /// Why it may not proceed (refusals only).
     pub reason: Option<String>,

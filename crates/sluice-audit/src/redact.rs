@@ -56,6 +56,8 @@ pub struct Arguments {
 }
 
 impl Arguments {
+    /// The policy `audit.arguments`, with `audit.redact_keys` added to the built-in
+    /// secret key names and each kept argument object capped at `max_bytes`.
     pub fn new(policy: AuditArguments, extra_keys: &[String], max_bytes: usize) -> Arguments {
         Arguments {
             policy,

@@ -29,17 +29,27 @@ pub struct Verified {
 pub struct Broken {
     /// 1-based line number.
     pub line: u64,
+    /// What is wrong with that line.
     pub problem: Problem,
 }
 
+/// The first inconsistency [`verify()`](crate::verify()) found in a chain.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Problem {
     /// Not a JSON record with `seq`, `event`, `prev` and a final `hash`.
     Unparseable(String),
     /// The line's bytes do not hash to its `hash`: it was altered (or the key is wrong).
-    HashMismatch { first: bool },
+    HashMismatch {
+        /// On the first record, where a wrong key is the likelier cause.
+        first: bool,
+    },
     /// `seq` is not the previous record's plus one: records were removed, added or reordered.
-    SeqGap { expected: u64, found: u64 },
+    SeqGap {
+        /// The previous record's `seq` plus one.
+        expected: u64,
+        /// The `seq` this line carries.
+        found: u64,
+    },
     /// `prev` is not the previous record's `hash`.
     PrevMismatch,
 }
@@ -72,8 +82,10 @@ impl fmt::Display for Broken {
 /// Why a log could not be verified.
 #[derive(Debug, thiserror::Error)]
 pub enum VerifyError {
+    /// The file could not be opened or read.
     #[error("cannot read the log: {0}")]
     Io(#[from] std::io::Error),
+    /// The file was read, and its chain is broken at this line.
     #[error("{0}")]
     Broken(Broken),
 }

@@ -33,15 +33,22 @@ const TAIL_BYTES: u64 = 1024 * 1024;
 /// Why the log could not be opened.
 #[derive(Debug, thiserror::Error)]
 pub enum OpenError {
+    /// Opening or reading the file failed, or the writer thread did not start.
     #[error("cannot open the audit log {path}: {source}")]
     Io {
+        /// The configured `audit.path`.
         path: PathBuf,
+        /// The underlying failure.
         source: std::io::Error,
     },
+    /// Another process holds the file's lock: two writers would fork the chain.
     #[error(
         "the audit log {path} is in use by another process (each gateway needs its own audit.path)"
     )]
-    Locked { path: PathBuf },
+    Locked {
+        /// The configured `audit.path`.
+        path: PathBuf,
+    },
 }
 
 pub(crate) struct Writer {

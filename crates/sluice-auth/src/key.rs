@@ -40,8 +40,10 @@ impl fmt::Debug for ApiKey {
 /// Why a string is not an API key (decided without any lookup).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum FormatError {
+    /// Not the shape of a key.
     #[error("the token is not a Sluice API key (expected slk_<id>_<secret>_<checksum>)")]
     Malformed,
+    /// The shape of a key, but its checksum does not match.
     #[error("the API key's checksum does not match: it was mistyped, cut short or altered")]
     Checksum,
 }

@@ -10,6 +10,8 @@
 //!   `Authorization` header, or why not ([`Denied`], with its status and
 //!   challenge), and the metadata document.
 
+#![warn(missing_docs)]
+
 pub mod key;
 
 pub use key::{ApiKey, FormatError};
@@ -30,16 +32,26 @@ fn now_ms() -> u64 {
 /// Why a presented key is refused. The token itself is never part of it.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum KeyError {
+    /// Not a key, or a mistyped one (no lookup was made).
     #[error(transparent)]
     Format(#[from] FormatError),
     /// Unknown id, or a secret that does not match (told alike, so ids cannot
     /// be probed).
     #[error("the API key is not valid: unknown, or its secret does not match")]
     Invalid,
+    /// The key (its secret verified) was revoked.
     #[error("the API key {id} was revoked")]
-    Revoked { id: String },
+    Revoked {
+        /// The key's id.
+        id: String,
+    },
+    /// The key (its secret verified) is past its expiry.
     #[error("the API key {id} expired")]
-    Expired { id: String },
+    Expired {
+        /// The key's id.
+        id: String,
+    },
+    /// The key store could not be asked.
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -54,19 +66,25 @@ pub struct ApiKeys {
 /// A key just made: its record and, once, the whole key.
 #[derive(Debug)]
 pub struct Created {
+    /// What is stored (no secret).
     pub record: KeyRecord,
+    /// The whole key, to show once.
     pub key: ApiKey,
 }
 
 /// Why a key could not be made or changed.
 #[derive(Debug, thiserror::Error)]
 pub enum ManageError {
+    /// No key has this id.
     #[error("no API key has id {0}")]
     Unknown(String),
+    /// A revoked key cannot be rotated.
     #[error("the API key {0} is revoked: it cannot be rotated; create a new one")]
     Revoked(String),
+    /// No randomness for a secret.
     #[error("the operating system's random number generator failed: {0}")]
     Random(getrandom::Error),
+    /// The key store could not be asked.
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -74,8 +92,11 @@ pub enum ManageError {
 /// What a new key is for.
 #[derive(Debug, Clone, Default)]
 pub struct NewKey {
+    /// A label for people.
     pub name: String,
+    /// The tenant its principal belongs to.
     pub tenant: Option<String>,
+    /// Scopes granted to its principal.
     pub scopes: Vec<String>,
     /// How long it is valid; forever when `None`.
     pub expires_in: Option<Duration>,
@@ -191,18 +212,26 @@ impl ApiKeys {
 /// Why a request is refused, with what the client is told.
 #[derive(Debug, thiserror::Error)]
 pub enum Denied {
+    /// No `Authorization` header.
     #[error("authentication required: send Authorization: Bearer <API key>")]
     Missing,
+    /// Not one `Bearer <token>` header.
     #[error("the Authorization header is malformed: {0}")]
     BadHeader(&'static str),
+    /// A token in the URL's query string.
     #[error(
         "tokens in the query string are refused (they end up in logs): send Authorization: Bearer <token>"
     )]
     TokenInQuery,
+    /// The key was refused.
     #[error(transparent)]
     Key(KeyError),
+    /// The principal lacks required scopes.
     #[error("the credential lacks the scope(s) this gateway requires: {}", missing.join(" "))]
-    Scope { missing: Vec<String> },
+    Scope {
+        /// The required scopes it lacks.
+        missing: Vec<String>,
+    },
 }
 
 impl Denied {

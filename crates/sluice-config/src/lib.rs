@@ -23,6 +23,10 @@ pub struct Config {
     pub audit: Audit,
     pub auth: Auth,
     pub servers: Vec<Server>,
+    /// `[[limits]]`: rate limits and quotas on client requests.
+    pub limits: Vec<Limit>,
+    /// `[loop_guard]`: agent-loop detection.
+    pub loop_guard: LoopGuard,
 }
 
 /// Downstream HTTP listener settings.
@@ -167,6 +171,100 @@ pub struct Defence {
     pub pins_url: Option<Secret>,
     /// Scan every tool output; default true.
     pub scan_outputs: bool,
+}
+
+/// One `[[limits]]` rule: a rate and a burst (GCRA) per key.
+#[derive(Debug, Clone)]
+pub struct Limit {
+    /// Shown in refusals, logs and metrics.
+    pub name: String,
+    /// What the budget is kept per (`principal` by default); none = one
+    /// budget for everyone.
+    pub per: Vec<LimitKey>,
+    /// How fast the budget refills.
+    pub rate: Rate,
+    /// How many requests may come at once (default: the rate's count).
+    pub burst: u32,
+    /// The methods counted (default `tools/call` only).
+    pub methods: Vec<&'static str>,
+    /// Where budgets are kept.
+    pub store: LimitStore,
+    /// What to do when the shared store does not answer.
+    pub on_store_error: OnStoreError,
+    /// How a refused `tools/call` is told.
+    pub answer: LimitAnswer,
+}
+
+/// A dimension a limit's budget is kept per.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LimitKey {
+    /// Who calls (until identity is configured: the client's address).
+    Principal,
+    /// The caller's tenant.
+    Tenant,
+    /// The profile (virtual server) called through.
+    Profile,
+    /// The server called.
+    Server,
+    /// The tool (or prompt) called, by its exposed name.
+    Tool,
+}
+
+/// `count` requests per `per`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rate {
+    pub count: u64,
+    pub per: Duration,
+}
+
+impl Rate {
+    /// The time one request's share of the budget takes to refill.
+    pub fn interval(&self) -> Duration {
+        self.per / self.count.min(u32::MAX as u64) as u32
+    }
+}
+
+/// Where a limit's budgets live.
+#[derive(Debug, Clone)]
+pub enum LimitStore {
+    /// In this process (the default).
+    Local,
+    /// In Redis, shared by replicas.
+    Redis { url: Secret },
+}
+
+/// A shared limit's behaviour while its store does not answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnStoreError {
+    /// Serve the request (the default).
+    Allow,
+    /// Refuse it (503).
+    Deny,
+}
+
+/// How a refused `tools/call` is told to the client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LimitAnswer {
+    /// A JSON-RPC error (HTTP 429 with `Retry-After` on 2026-07-28 requests).
+    Error,
+    /// An `isError` tool result saying the same.
+    ToolResult,
+}
+
+/// `[loop_guard]`: the same caller calling the same tool with the same
+/// arguments `repeats` times within `window` is told it is looping.
+#[derive(Debug, Clone)]
+pub struct LoopGuard {
+    /// Off by default.
+    pub enabled: bool,
+    /// Identical calls within `window` that count as a loop (default 5).
+    pub repeats: u32,
+    /// Default 60 s.
+    pub window: Duration,
+    /// Exposed tool names never treated as loops (pollers).
+    pub exempt_tools: Vec<String>,
+    /// Per-tool `repeats`.
+    pub tool_repeats: BTreeMap<String, u32>,
 }
 
 /// The tamper-evident audit log (JSON Lines, hash-chained).
@@ -442,17 +540,37 @@ impl Config {
     /// Parses and validates config text; `env` resolves `${VAR}` references.
     pub fn parse(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
         let raw: raw::RawConfig = toml::from_str(text).map_err(|e| ConfigError {
-            problems: vec![toml_problem(&e)],
+            problems: vec![toml_problem(text, &e)],
         })?;
         raw::validate(raw, env)
     }
 }
 
-fn toml_problem(e: &toml::de::Error) -> Problem {
+/// A TOML error, keyed by where it is: `line L, column C` (both 1-based,
+/// the column in characters), as an editor shows a position.
+fn toml_problem(text: &str, e: &toml::de::Error) -> Problem {
     let msg = e.message().trim().to_string();
     let key = match e.span() {
-        Some(s) => format!("line:byte {}", s.start),
+        Some(s) => {
+            let (line, column) = line_column(text, s.start);
+            format!("line {line}, column {column}")
+        }
         None => "sluice.toml".to_string(),
     };
     Problem { key, message: msg }
+}
+
+/// The 1-based line and character column of byte `at` of `text` (clamped
+/// to the text, and to the start of a character).
+fn line_column(text: &str, at: usize) -> (usize, usize) {
+    let mut at = at.min(text.len());
+    while !text.is_char_boundary(at) {
+        at -= 1;
+    }
+    let before = &text[..at];
+    let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+    (
+        before.matches('\n').count() + 1,
+        before[line_start..].chars().count() + 1,
+    )
 }

@@ -1,5 +1,7 @@
 //! Raw TOML shapes and their validation.
 
+mod limits;
+
 use crate::*;
 use serde::Deserialize;
 
@@ -24,6 +26,10 @@ pub(crate) struct RawConfig {
     auth: Option<RawAuth>,
     #[serde(default)]
     servers: Vec<RawServer>,
+    #[serde(default)]
+    limits: Vec<limits::RawLimit>,
+    #[serde(default)]
+    loop_guard: limits::RawLoopGuard,
 }
 
 #[derive(Deserialize, Default)]
@@ -400,6 +406,12 @@ pub(crate) fn validate(
     }
 
     let audit = audit(&mut c, &raw.audit);
+    let session_redis = match &sessions.store {
+        Store::Redis { url, .. } => Some(url.0.clone()),
+        _ => None,
+    };
+    let limits = limits::limits(&mut c, raw.limits, session_redis.as_deref());
+    let loop_guard = limits::loop_guard(&mut c, raw.loop_guard);
 
     let mut servers = Vec::new();
     let mut names = std::collections::HashSet::new();
@@ -507,11 +519,13 @@ pub(crate) fn validate(
                         "`args`, `env` and `cwd` apply to `command` servers only",
                     );
                 }
-                let url = c.expand(&k("url"), &url);
+                let written = url;
+                let url = c.expand(&k("url"), &written);
                 if !(url.starts_with("http://") || url.starts_with("https://")) {
+                    // As written: what `${VAR}` resolved to may be a credential.
                     c.fail(
                         k("url"),
-                        format!("`{url}` must be an http:// or https:// URL"),
+                        format!("`{written}` must be an http:// or https:// URL"),
                     );
                 }
                 let mode = match s.transport.as_deref() {
@@ -716,6 +730,8 @@ pub(crate) fn validate(
             sessions,
             audit,
             servers,
+            limits,
+            loop_guard,
         })
     } else {
         Err(ConfigError {
@@ -999,6 +1015,36 @@ mod tests {
         assert_eq!(err.problems.len(), 1, "{err}");
         assert_eq!(err.problems[0].key, "defence.pins_url");
         assert!(err.problems[0].message.contains("NOPE"), "{err}");
+    }
+
+    /// Found by `tests/fuzz_config.rs`: the key of a TOML error said
+    /// `line:byte N` with N a byte offset, not a line.
+    #[test]
+    fn a_toml_error_names_its_line_and_column() {
+        let err = Config::parse("[listen]\naddr = \"x\"\nport 8080\n", &env).unwrap_err();
+        assert_eq!(err.problems.len(), 1, "{err}");
+        assert_eq!(err.problems[0].key, "line 3, column 6", "{err}");
+        let err = Config::parse("a", &env).unwrap_err();
+        assert_eq!(err.problems[0].key, "line 1, column 2", "{err}");
+        // Columns count characters, not bytes.
+        let err = Config::parse("[listen]\n# é\nadresse = 1\n", &env).unwrap_err();
+        assert_eq!(err.problems[0].key, "line 3, column 1", "{err}");
+        let err = Config::parse("k = \"é\" x\n", &env).unwrap_err();
+        assert_eq!(err.problems[0].key, "line 1, column 9", "{err}");
+    }
+
+    /// Found by `tests/fuzz_config.rs`: a URL that is not http(s) was shown
+    /// with its `${VAR}` resolved, which may be a credential.
+    #[test]
+    fn a_bad_url_is_shown_as_written() {
+        let err = Config::parse(
+            "[[servers]]\nname = \"r\"\nurl = \"ftp://h/?key=${REMOTE_TOKEN}\"\n",
+            &env,
+        )
+        .unwrap_err();
+        assert_eq!(err.problems[0].key, "servers[0].url");
+        assert!(err.to_string().contains("${REMOTE_TOKEN}"), "{err}");
+        assert!(!err.to_string().contains("s3cret"), "{err}");
     }
 
     #[test]

@@ -11,7 +11,9 @@ use std::fmt;
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(untagged)]
 pub enum Id {
+    /// An integer id, echoed back as a number.
     Num(i64),
+    /// A string id, echoed back as the same string.
     Str(String),
 }
 
@@ -33,10 +35,15 @@ impl Id {
 
 /// Standard JSON-RPC and MCP error codes.
 pub mod code {
+    /// The bytes are not JSON.
     pub const PARSE_ERROR: i64 = -32700;
+    /// Valid JSON that is not a JSON-RPC 2.0 request.
     pub const INVALID_REQUEST: i64 = -32600;
+    /// No such method here (or not in this protocol era).
     pub const METHOD_NOT_FOUND: i64 = -32601;
+    /// The method exists but its params are wrong (an unknown tool, a bad cursor).
     pub const INVALID_PARAMS: i64 = -32602;
+    /// The gateway or an upstream failed while serving the request.
     pub const INTERNAL_ERROR: i64 = -32603;
     /// MCP: resource not found.
     pub const RESOURCE_NOT_FOUND: i64 = -32002;
@@ -47,13 +54,17 @@ pub mod code {
 /// A JSON-RPC error object produced by the gateway itself.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct RpcError {
+    /// The error code; see [`code`].
     pub code: i64,
+    /// A short human-readable description, sent to the client as is.
     pub message: String,
+    /// Machine-readable detail (e.g. the gateway's refusal reason); omitted when `None`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub data: Option<serde_json::Value>,
 }
 
 impl RpcError {
+    /// An error with this code and message and no `data`.
     pub fn new(code: i64, message: impl Into<String>) -> Self {
         RpcError {
             code,
@@ -61,25 +72,31 @@ impl RpcError {
             data: None,
         }
     }
+    /// The same error carrying `data`.
     pub fn with_data(mut self, data: serde_json::Value) -> Self {
         self.data = Some(data);
         self
     }
+    /// -32700: the input was not JSON.
     pub fn parse(msg: impl Into<String>) -> Self {
         Self::new(code::PARSE_ERROR, msg)
     }
+    /// -32600: the JSON is not an acceptable request.
     pub fn invalid_request(msg: impl Into<String>) -> Self {
         Self::new(code::INVALID_REQUEST, msg)
     }
+    /// -32601 naming the method.
     pub fn method_not_found(method: &str) -> Self {
         Self::new(
             code::METHOD_NOT_FOUND,
             format!("Method not found: {method}"),
         )
     }
+    /// -32602: the params are wrong.
     pub fn invalid_params(msg: impl Into<String>) -> Self {
         Self::new(code::INVALID_PARAMS, msg)
     }
+    /// -32603: the gateway or an upstream failed.
     pub fn internal(msg: impl Into<String>) -> Self {
         Self::new(code::INTERNAL_ERROR, msg)
     }
@@ -92,30 +109,40 @@ impl RpcError {
 /// A request: expects a response with the same id.
 #[derive(Debug)]
 pub struct Request {
+    /// The id the response must carry.
     pub id: Id,
+    /// The method name, e.g. `tools/call`.
     pub method: String,
+    /// The params, raw so they are forwarded untouched unless rewritten.
     pub params: Option<Box<RawValue>>,
 }
 
 /// A notification: no id, no response.
 #[derive(Debug)]
 pub struct Notification {
+    /// The method name, e.g. `notifications/progress`.
     pub method: String,
+    /// The params, raw.
     pub params: Option<Box<RawValue>>,
 }
 
 /// A response: `Ok(result)` or `Err(error object)`, both raw.
 #[derive(Debug)]
 pub struct Response {
+    /// The id of the request this answers.
     pub id: Id,
+    /// The `result` member, or the `error` object.
     pub outcome: Result<Box<RawValue>, Box<RawValue>>,
 }
 
 /// One JSON-RPC message of any kind.
 #[derive(Debug)]
 pub enum Message {
+    /// Has an id and a method: answer it.
     Request(Request),
+    /// Has a method but no id: never answered.
     Notification(Notification),
+    /// Has an id and a result or error: answers an earlier request.
     Response(Response),
 }
 
@@ -126,6 +153,8 @@ struct Envelope {
     id: Option<Option<serde_json::Value>>,
     method: Option<serde_json::Value>,
     params: Option<Box<RawValue>>,
+    /// Present even when null: `"result": null` is a success like any other.
+    #[serde(default, deserialize_with = "present_raw")]
     result: Option<Box<RawValue>>,
     error: Option<Box<RawValue>>,
 }
@@ -137,10 +166,17 @@ fn present<'de, D: serde::Deserializer<'de>>(
     Option::<serde_json::Value>::deserialize(d).map(Some)
 }
 
+/// Keeps a present member raw, `null` included (an absent one stays None).
+fn present_raw<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Box<RawValue>>, D::Error> {
+    Box::<RawValue>::deserialize(d).map(Some)
+}
+
 /// Why a message could not be accepted, with the id if one was readable.
 #[derive(Debug)]
 pub struct ParseFailure {
+    /// The message's id, if it could be read, so the error can answer it.
     pub id: Option<Id>,
+    /// The error to send back (-32700 or -32600).
     pub error: RpcError,
 }
 
@@ -164,13 +200,24 @@ impl Message {
         }
         let env: Envelope = match serde_json::from_slice(bytes) {
             Ok(e) => e,
-            Err(e) if e.is_syntax() || e.is_eof() => {
-                return fail(None, RpcError::parse(format!("Parse error: {e}")));
+            // -32700 only for text that is not JSON at all: JSON the envelope
+            // cannot hold (a number out of range, nesting past serde_json's
+            // limit, not an object) is an invalid request.
+            Err(e) if serde_json::from_slice::<serde::de::IgnoredAny>(bytes).is_err() => {
+                let message = if e.is_syntax() || e.is_eof() {
+                    format!("Parse error: {e}")
+                } else {
+                    "Parse error: body is not valid JSON".to_string()
+                };
+                return fail(None, RpcError::parse(message));
+            }
+            Err(e) if trimmed.first() == Some(&b'{') => {
+                return fail(
+                    None,
+                    RpcError::invalid_request(format!("Invalid Request: {e}")),
+                );
             }
             Err(_) => {
-                if serde_json::from_slice::<serde::de::IgnoredAny>(bytes).is_err() {
-                    return fail(None, RpcError::parse("Parse error: body is not valid JSON"));
-                }
                 return fail(
                     None,
                     RpcError::invalid_request(
@@ -351,6 +398,47 @@ mod tests {
             err(r#"[{"jsonrpc":"2.0","id":1,"method":"ping"}]"#),
             code::INVALID_REQUEST
         );
+    }
+
+    /// Found by `tests/fuzz_envelope.rs`: valid JSON that serde_json cannot
+    /// turn into values (out of range, too deep) was answered -32700.
+    #[test]
+    fn json_the_envelope_cannot_hold_is_an_invalid_request_not_a_parse_error() {
+        assert_eq!(err("1e999"), code::INVALID_REQUEST);
+        assert_eq!(
+            err(r#"{"jsonrpc":"2.0","id":1e999,"method":"ping"}"#),
+            code::INVALID_REQUEST
+        );
+        let deep = format!(
+            r#"{{"jsonrpc":"2.0","id":{}1{},"method":"ping"}}"#,
+            "[".repeat(200),
+            "]".repeat(200)
+        );
+        assert_eq!(err(&deep), code::INVALID_REQUEST);
+        assert_eq!(
+            err(r#"{"jsonrpc":"2.0","id":1,"method":"ping""#),
+            code::PARSE_ERROR
+        );
+        assert_eq!(err("5 x"), code::PARSE_ERROR);
+    }
+
+    /// Found by `tests/fuzz_envelope.rs`: `"result": null` was taken for an
+    /// absent result, and the response refused.
+    #[test]
+    fn a_null_result_is_a_result() {
+        match Message::parse(br#"{"jsonrpc":"2.0","id":0,"result":null}"#) {
+            Ok(Message::Response(Response { outcome: Ok(r), .. })) => assert_eq!(r.get(), "null"),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(
+            err(r#"{"jsonrpc":"2.0","id":0,"result":null,"error":{"code":1,"message":"m"}}"#),
+            code::INVALID_REQUEST
+        );
+        // A null error next to a result is the absent error some servers send.
+        assert!(matches!(
+            Message::parse(br#"{"jsonrpc":"2.0","id":0,"result":{},"error":null}"#),
+            Ok(Message::Response(Response { outcome: Ok(_), .. }))
+        ));
     }
 
     #[test]

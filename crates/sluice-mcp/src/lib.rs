@@ -2,6 +2,8 @@
 //! envelope, MCP protocol versions, exposed-name mapping, opaque cursors,
 //! SSE framing and the 2026 header value encoding. Nothing here does I/O.
 
+#![warn(missing_docs)]
+
 pub mod cursor;
 pub mod headers;
 pub mod jsonrpc;

@@ -22,8 +22,11 @@ pub fn event(id: Option<&str>, data: &str) -> String {
 /// One parsed SSE event.
 #[derive(Debug, Default, Clone, PartialEq)]
 pub struct Event {
+    /// The `id:` field: the position a client resumes from with `Last-Event-ID`.
     pub id: Option<String>,
+    /// The `event:` field (legacy HTTP+SSE sends `endpoint` and `message`).
     pub event: Option<String>,
+    /// The `data:` lines joined by newlines: for MCP, one JSON-RPC message.
     pub data: String,
 }
 

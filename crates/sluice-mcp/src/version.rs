@@ -27,9 +27,14 @@ pub const DEFAULT_WITHOUT_HEADER: &str = "2025-03-26";
 
 /// Header names used on the wire.
 pub mod header {
+    /// The session a session-era Streamable HTTP request belongs to; the server sets it at initialize.
     pub const SESSION_ID: &str = "mcp-session-id";
+    /// The revision a request speaks: on every request after initialize, and every 2026-07-28 one.
     pub const PROTOCOL_VERSION: &str = "mcp-protocol-version";
+    /// The last SSE event a reconnecting client saw; the stream resumes after it.
     pub const LAST_EVENT_ID: &str = "last-event-id";
+    /// 2026-07-28: the request's method, mirrored so proxies can route without the body.
     pub const METHOD: &str = "mcp-method";
+    /// 2026-07-28: the tool, prompt or resource named by the request, mirrored likewise.
     pub const NAME: &str = "mcp-name";
 }

@@ -143,6 +143,21 @@ pub struct Refusal {
     pub message: String,
     /// Whether a retry may succeed.
     pub retry: Retry,
+    /// The limit that refused, for a `Limited` refusal.
+    pub limit: Option<LimitHit>,
+    /// A refused `tools/call` is told as an `isError` tool result (true:
+    /// holds, approvals, loops) or as a JSON-RPC error (limits, by default).
+    pub as_tool_result: bool,
+}
+
+/// The limit a refusal hit: its configured name and the budget's scope
+/// (`principal=…, tool=…`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LimitHit {
+    /// The limit's `name`.
+    pub name: String,
+    /// Whose budget ran out.
+    pub scope: String,
 }
 
 impl Refusal {
@@ -153,6 +168,8 @@ impl Refusal {
             code,
             message: message.into(),
             retry: Retry::Never,
+            limit: None,
+            as_tool_result: true,
         }
     }
 
@@ -167,6 +184,8 @@ impl Refusal {
             code,
             message: message.into(),
             retry: Retry::Later(Some(retry_after)),
+            limit: None,
+            as_tool_result: true,
         }
     }
 
@@ -177,6 +196,8 @@ impl Refusal {
             code,
             message: message.into(),
             retry: Retry::Later(None),
+            limit: None,
+            as_tool_result: true,
         }
     }
 

@@ -1,6 +1,6 @@
 //! Print the recall / false-positive table on the development set.
 //!
-//! `cargo run -p sluice-scan --example scan_eval [-- [--peer-names] [--items] [DIR]]`
+//! `cargo run -p sluice-scan --features eval --example scan_eval [-- [--peer-names] [--items] [DIR]]`
 //! `--items` also prints every item that is not judged as labelled (JSON lines).
 
 use sluice_scan::{EvalOptions, Verdict, default_dataset_dir, evaluate_dataset};

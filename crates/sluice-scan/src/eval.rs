@@ -15,26 +15,38 @@ use crate::scan::{ScanContext, Scanner, Verdict};
 /// Errors of the evaluation.
 #[derive(Debug, thiserror::Error)]
 pub enum EvalError {
+    /// The dataset folder does not exist.
     #[error(
         "poisoning-dev dataset not found at {0}: it lives in shared/datasets/poisoning-dev/ next to the repository (set SLUICE_POISONING_DEV to another folder)"
     )]
     Missing(PathBuf),
+    /// A set's file could not be read.
     #[error("{file}: {error}")]
     Read {
+        /// The file.
         file: PathBuf,
+        /// Why reading it failed.
         error: std::io::Error,
     },
+    /// A line of a set's file is not valid JSON.
     #[error("{file} line {line}: {error}")]
     Parse {
+        /// The file.
         file: PathBuf,
+        /// 1-based line number.
         line: usize,
+        /// The JSON parser's message.
         error: String,
     },
 }
 
+/// File of the dataset: tool definitions labelled malicious (recall is measured on them).
 pub const MALICIOUS_DESCRIPTIONS: &str = "malicious_tool_descriptions.jsonl";
+/// File of the dataset: benign tool definitions (the false-positive rate is measured on them).
 pub const BENIGN_DESCRIPTIONS: &str = "benign_tool_descriptions.jsonl";
+/// File of the dataset: tool outputs labelled malicious.
 pub const MALICIOUS_OUTPUTS: &str = "malicious_tool_outputs.jsonl";
+/// File of the dataset: rug-pull cases (definitions that change after approval); counted only.
 pub const RUG_PULLS: &str = "rug_pull_cases.jsonl";
 
 /// Where the development set is: `$SLUICE_POISONING_DEV`, else
@@ -49,8 +61,11 @@ pub fn default_dataset_dir() -> PathBuf {
 /// Counts on one labelled set.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Counts {
+    /// Items scanned.
     pub total: usize,
+    /// Items judged malicious.
     pub malicious: usize,
+    /// Items judged suspicious.
     pub suspicious: usize,
 }
 
@@ -63,6 +78,7 @@ impl Counts {
             Verdict::Clean => {}
         }
     }
+    /// Items judged clean.
     pub fn clean(&self) -> usize {
         self.total - self.malicious - self.suspicious
     }
@@ -83,25 +99,38 @@ fn ratio(a: usize, b: usize) -> f64 {
 /// The verdict on one item of the set.
 #[derive(Debug, Clone, Serialize)]
 pub struct ItemResult {
+    /// The set it belongs to, e.g. `malicious_descriptions`.
     pub set: &'static str,
+    /// The item's `id` in the dataset.
     pub id: String,
+    /// Its `attack_category` (benign descriptions: its `server`).
     pub category: String,
+    /// The detector's verdict.
     pub verdict: Verdict,
+    /// The detector's score.
     pub score: f64,
+    /// Ids of the rules that fired, strongest first.
     pub rules: Vec<String>,
 }
 
 /// Results on the whole development set.
 #[derive(Debug, Clone, Serialize)]
 pub struct EvalReport {
+    /// Version of the rule set measured.
     pub rules_version: String,
+    /// Whether [`EvalOptions::peer_names`] was on.
     pub peer_names: bool,
+    /// Verdicts on [`MALICIOUS_DESCRIPTIONS`].
     pub malicious_descriptions: Counts,
+    /// Verdicts on [`BENIGN_DESCRIPTIONS`].
     pub benign_descriptions: Counts,
+    /// Verdicts on [`MALICIOUS_OUTPUTS`].
     pub malicious_outputs: Counts,
+    /// Records in [`RUG_PULLS`].
     pub rug_pull_cases: usize,
     /// Malicious descriptions per attack category.
     pub by_category: BTreeMap<String, Counts>,
+    /// Every item's verdict, set by set.
     pub items: Vec<ItemResult>,
 }
 
@@ -329,9 +358,13 @@ impl EvalReport {
 /// The committed baseline (`crates/sluice-scan/baseline.json`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Baseline {
+    /// Version of the rule set the baseline was taken with.
     pub rules_version: String,
+    /// Counts on [`MALICIOUS_DESCRIPTIONS`] then.
     pub malicious_descriptions: Counts,
+    /// Counts on [`BENIGN_DESCRIPTIONS`] then.
     pub benign_descriptions: Counts,
+    /// Counts on [`MALICIOUS_OUTPUTS`] then.
     pub malicious_outputs: Counts,
 }
 

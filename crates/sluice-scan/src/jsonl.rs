@@ -28,10 +28,15 @@ pub struct JsonlOptions {
 /// Counts of one JSONL run.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 pub struct JsonlSummary {
+    /// Records scanned (blank lines and lines in error not counted).
     pub records: usize,
+    /// Lines found clean.
     pub clean: usize,
+    /// Lines found suspicious.
     pub suspicious: usize,
+    /// Lines found malicious.
     pub malicious: usize,
+    /// Lines that could not be scanned: not a JSON object.
     pub errors: usize,
 }
 
@@ -63,21 +68,29 @@ impl JsonlSummary {
 /// One reason in the JSONL output.
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct LineReason {
+    /// The rule id.
     pub rule: String,
+    /// `location: snippet`, as [`Reason::evidence`](crate::Reason::evidence).
     pub evidence: String,
 }
 
 /// One output line.
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct ScanLine {
+    /// 1-based line number in the input.
     pub line: usize,
+    /// The record's `id` member, or null.
     pub id: Value,
+    /// The report's verdict.
     pub verdict: Verdict,
+    /// The report's score.
     pub score: f64,
+    /// The report's reasons, strongest first.
     pub reasons: Vec<LineReason>,
 }
 
 impl ScanLine {
+    /// The output line for the record at `line` with this `id` and report.
     pub fn new(line: usize, id: Value, report: &Report) -> Self {
         ScanLine {
             line,

@@ -10,10 +10,15 @@
 //!   `sluice scan --definitions|--outputs FILE --format jsonl` modes line for line.
 //! * [`definition_fingerprint`] / [`diff_definitions`] pin a definition (SHA-256 of its
 //!   canonical JSON) and describe what changed (rug pulls).
-//! * [`evaluate_dataset`] measures recall and false-positive rate on the development set.
+//! * With the `eval` feature (for the `scan_eval` example and the dataset harness test,
+//!   not part of the API), `evaluate_dataset` measures recall and false-positive rate
+//!   on the development set.
 //!
 //! No network, no model: everything here is a pure function of its input.
 
+#![warn(missing_docs)]
+
+#[cfg(feature = "eval")]
 mod eval;
 mod jsonl;
 mod normalize;
@@ -21,6 +26,7 @@ mod pin;
 mod rules;
 mod scan;
 
+#[cfg(feature = "eval")]
 pub use eval::{
     BENIGN_DESCRIPTIONS, Baseline, Counts, EvalError, EvalOptions, EvalReport, ItemResult,
     MALICIOUS_DESCRIPTIONS, MALICIOUS_OUTPUTS, RUG_PULLS, default_dataset_dir, evaluate_dataset,

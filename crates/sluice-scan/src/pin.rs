@@ -78,8 +78,11 @@ pub fn instructions_fingerprint(instructions: &str) -> String {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum ChangeKind {
+    /// Present now, absent from the pinned definition.
     Added,
+    /// Present in the pinned definition, gone now.
     Removed,
+    /// Present in both with different values.
     Modified,
 }
 
@@ -89,8 +92,11 @@ pub struct DefinitionChange {
     /// Path of the field, e.g. `description`, `inputSchema.properties.note.description`,
     /// `inputSchema.required[1]`.
     pub path: String,
+    /// Whether the field was added, removed or modified.
     pub kind: ChangeKind,
+    /// The pinned value (`None` when added).
     pub old: Option<Value>,
+    /// The value now offered (`None` when removed).
     pub new: Option<Value>,
     /// The strings differ only by invisible/format characters or Unicode compatibility
     /// forms (same text after normalisation): a classic way to smuggle a change.
@@ -100,12 +106,16 @@ pub struct DefinitionChange {
 /// The difference between a pinned definition and the one now offered.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct DefinitionDiff {
+    /// Fingerprint of the pinned version.
     pub old_fingerprint: String,
+    /// Fingerprint of the version now offered.
     pub new_fingerprint: String,
+    /// The fields that differ, in document order.
     pub changes: Vec<DefinitionChange>,
 }
 
 impl DefinitionDiff {
+    /// True when the fingerprints agree: nothing the pin covers changed.
     pub fn is_unchanged(&self) -> bool {
         self.old_fingerprint == self.new_fingerprint
     }

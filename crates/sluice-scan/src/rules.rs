@@ -12,32 +12,53 @@ pub const RULES_FORMAT: u32 = 1;
 /// Errors found while loading a rules file.
 #[derive(Debug, thiserror::Error)]
 pub enum RulesError {
+    /// The file is not TOML, or does not have the rules file's shape.
     #[error("rules file is not valid TOML: {0}")]
     Toml(#[from] toml::de::Error),
+    /// The file's `format` is not [`RULES_FORMAT`].
     #[error("rules file format {found} is not supported (expected {RULES_FORMAT})")]
-    Format { found: u32 },
+    Format {
+        /// The `format` the file declares.
+        found: u32,
+    },
+    /// A regular expression does not compile (or is too large).
     #[error("rule {rule}: pattern {index} does not compile: {error}")]
     Pattern {
+        /// The rule's id.
         rule: String,
+        /// The pattern's 0-based position in the rule's `patterns`.
         index: usize,
+        /// The regex crate's message.
         error: String,
     },
+    /// A rule (or the thresholds) is inconsistent, e.g. an unknown builtin.
     #[error("rule {rule}: {problem}")]
-    Invalid { rule: String, problem: String },
+    Invalid {
+        /// The rule's id (`thresholds` for the thresholds table).
+        rule: String,
+        /// What is wrong with it.
+        problem: String,
+    },
 }
 
 /// Severity of a rule, for reports (the weight is what scores).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Severity {
+    /// Worth noting; not a sign of attack on its own.
     Info,
+    /// Weak evidence.
     Low,
+    /// Moderate evidence.
     Medium,
+    /// Strong evidence.
     High,
+    /// A near-certain sign of attack.
     Critical,
 }
 
 impl Severity {
+    /// The lower-case name used in the rules file and in reports.
     pub fn as_str(self) -> &'static str {
         match self {
             Severity::Info => "info",
@@ -119,7 +140,9 @@ struct RulesFile {
 #[derive(Debug, Clone, Copy, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Thresholds {
+    /// A score at or above this is at least `suspicious`.
     pub suspicious: f64,
+    /// A score at or above this is `malicious`.
     pub malicious: f64,
 }
 
@@ -171,8 +194,10 @@ fn default_window() -> usize {
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Examples {
+    /// Inputs the rule must fire on.
     #[serde(default)]
     pub positive: Vec<String>,
+    /// Inputs the rule must not fire on.
     #[serde(default)]
     pub negative: Vec<String>,
 }
@@ -193,16 +218,25 @@ pub(crate) enum Matcher {
 /// A compiled rule.
 #[derive(Debug)]
 pub struct Rule {
+    /// Stable identifier, reported in every [`Reason`](crate::Reason).
     pub id: String,
+    /// What the rule means, for people.
     pub description: String,
+    /// For reports; the weight is what scores.
     pub severity: Severity,
+    /// Contribution in 0..1 to the noisy-OR score when the rule fires.
     pub weight: f64,
+    /// Where the rule applies (definitions, instructions, outputs).
     pub scopes: Vec<Scope>,
+    /// Which texts of a definition it reads.
     pub targets: Vec<Target>,
+    /// Each distinct pattern that matches adds `weight` again, up to `max_weight`.
     pub stack: bool,
+    /// The cap of a stacking rule's contribution (its `weight` when not set).
     pub max_weight: f64,
     /// Rules of one group count once: only the strongest that fired adds to the score.
     pub group: Option<String>,
+    /// Examples the test suite checks the rule against.
     pub examples: Examples,
     pub(crate) other_tool: bool,
     pub(crate) case_sensitive: bool,
@@ -212,10 +246,11 @@ pub struct Rule {
 }
 
 impl Rule {
+    /// Whether the rule runs on inputs of this scope.
     pub fn applies_to(&self, scope: Scope) -> bool {
         self.scopes.contains(&scope)
     }
-    pub fn reads(&self, target: Target) -> bool {
+    pub(crate) fn reads(&self, target: Target) -> bool {
         self.targets.contains(&target)
             || (target == Target::ParamText && self.targets.contains(&Target::Text))
     }
@@ -234,8 +269,11 @@ impl Rule {
 /// A compiled rule set.
 #[derive(Debug)]
 pub struct Ruleset {
+    /// The rule set's own version, bumped on every rule change; reported with findings.
     pub version: String,
+    /// Scores at which verdicts change.
     pub thresholds: Thresholds,
+    /// The rules, in file order.
     pub rules: Vec<Rule>,
 }
 

@@ -18,12 +18,16 @@ use crate::rules::{
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Verdict {
+    /// The score is below the `suspicious` threshold.
     Clean,
+    /// Worth a warning: at or above `suspicious`, below `malicious`.
     Suspicious,
+    /// At or above the `malicious` threshold: block or withhold it.
     Malicious,
 }
 
 impl Verdict {
+    /// The lower-case name used in reports, logs and the audit log.
     pub fn as_str(self) -> &'static str {
         match self {
             Verdict::Clean => "clean",
@@ -44,6 +48,7 @@ impl std::fmt::Display for Verdict {
 pub struct Reason {
     /// Rule id from the rules file.
     pub rule: String,
+    /// The rule's severity, for reports.
     pub severity: Severity,
     /// The rule's contribution to the score.
     pub weight: f64,
@@ -64,6 +69,7 @@ impl Reason {
 /// The result of scanning one definition, instructions text or output.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Report {
+    /// What the score amounts to under the rule set's thresholds.
     pub verdict: Verdict,
     /// 0..1, rounded to three decimals.
     pub score: f64,
@@ -685,6 +691,7 @@ static BUILTIN: LazyLock<Scanner> = LazyLock::new(|| {
 });
 
 impl Scanner {
+    /// A scanner running an already compiled rule set.
     pub fn new(ruleset: Ruleset) -> Self {
         Scanner {
             ruleset,
@@ -713,6 +720,7 @@ impl Scanner {
         &BUILTIN
     }
 
+    /// The rules this scanner runs (their version, thresholds and metadata).
     pub fn ruleset(&self) -> &Ruleset {
         &self.ruleset
     }

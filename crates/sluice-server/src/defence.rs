@@ -15,6 +15,7 @@ use serde_json::value::RawValue;
 use serde_json::{Value, json};
 use sha2::Digest;
 use sluice_config::{Approval, ScanPolicy, Server, Transport};
+use sluice_pipeline::ServerId;
 use sluice_scan::{ScanContext, Verdict};
 use sluice_store::PinStatus;
 use sluice_upstream::Upstream;
@@ -47,7 +48,7 @@ pub(crate) fn server_key(cfg: &Server) -> String {
 impl Gateway {
     /// The scan context of server `u`'s tools: its own names, and every
     /// other server's tools and names (references to them are shadowing).
-    fn scan_context(&self, u: usize, own: &[Value]) -> ScanContext {
+    fn scan_context(&self, u: ServerId, own: &[Value]) -> ScanContext {
         let mut ctx = ScanContext {
             own_tools: own
                 .iter()
@@ -56,14 +57,14 @@ impl Gateway {
             ..ScanContext::default()
         };
         for other in self.upstreams() {
-            if other.index == u {
+            if other.id == u {
                 continue;
             }
             ctx.known_servers.push(other.name().to_string());
             if !other.config.prefix.is_empty() && other.config.prefix != other.name() {
                 ctx.known_servers.push(other.config.prefix.clone());
             }
-            if let Some(list) = self.cached_tools(other.index) {
+            if let Some(list) = self.cached_tools(other.id) {
                 ctx.known_tools.extend(
                     list.iter()
                         .filter_map(|t| t.get("name").and_then(Value::as_str).map(str::to_string)),
@@ -74,8 +75,8 @@ impl Gateway {
     }
 
     /// Scans and pins a freshly fetched tool list; returns what is held back.
-    pub(crate) async fn defend_tools(&self, u: usize, list: &[Value]) -> HashMap<String, Hold> {
-        let up = &self.upstreams()[u];
+    pub(crate) async fn defend_tools(&self, u: ServerId, list: &[Value]) -> HashMap<String, Hold> {
+        let up = self.catalog.server(u);
         let cfg = &up.config;
         let mut held = HashMap::new();
         let ctx = (cfg.scan != ScanPolicy::Off).then(|| self.scan_context(u, list));
@@ -241,12 +242,8 @@ impl Gateway {
             Approval::Always => true,
             Approval::Destructive => {
                 up.config.trusted
-                    && self.cached_tools(up.index).is_some_and(|list| {
-                        list.iter().any(|t| {
-                            t.get("name").and_then(Value::as_str) == Some(tool)
-                                && t.pointer("/annotations/destructiveHint")
-                                    == Some(&Value::Bool(true))
-                        })
+                    && self.catalog.tool(up.id, tool).is_some_and(|t| {
+                        t.pointer("/annotations/destructiveHint") == Some(&Value::Bool(true))
                     })
             }
         }
@@ -337,10 +334,10 @@ impl Gateway {
     /// Reports tools that reach into another server's tools: a description
     /// naming another server's tool, or a name equal or nearly equal to
     /// another server's tool name. Both sides are named in the report.
-    pub(crate) fn report_shadowing(&self, lists: &[(usize, Arc<Vec<Value>>)]) {
+    pub(crate) fn report_shadowing(&self, lists: &[(ServerId, Arc<Vec<Value>>)]) {
         let mut all = Vec::new();
         for (u, list) in lists {
-            let up = &self.upstreams()[*u];
+            let up = self.catalog.server(*u);
             for t in list.iter() {
                 let Some(name) = t.get("name").and_then(Value::as_str) else {
                     continue;
@@ -406,8 +403,8 @@ impl Gateway {
     /// Scans and pins server `u`'s instructions; returns whether they may be
     /// given to clients. Instructions judged malicious (policy `block`) or
     /// changed since approved are left out of `initialize` until approved.
-    pub(crate) async fn check_instructions(&self, u: usize) -> bool {
-        let up = &self.upstreams()[u];
+    pub(crate) async fn check_instructions(&self, u: ServerId) -> bool {
+        let up = self.catalog.server(u);
         let Some(text) = up.last_info().and_then(|i| i.instructions.clone()) else {
             return true;
         };
@@ -471,12 +468,12 @@ impl Gateway {
     /// Checks servers' instructions again: those held back (an operator may
     /// have approved them), or all of them.
     pub async fn refresh_instructions(&self, only_held: bool) {
-        for u in 0..self.upstreams().len() {
-            if only_held && self.instructions_allowed(u) {
+        for u in self.catalog.servers().iter().map(|u| u.id) {
+            if only_held && self.catalog.instructions_allowed(u) {
                 continue;
             }
             let ok = self.check_instructions(u).await;
-            self.set_instructions_allowed(u, ok);
+            self.catalog.set_instructions_allowed(u, ok);
         }
     }
 }

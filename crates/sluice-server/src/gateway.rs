@@ -5,6 +5,7 @@
 //! upstream, rewrite only what must change (names, progress tokens, ids), and
 //! forward raw JSON both ways.
 
+use crate::catalog::{Catalog, Kind};
 use crate::error::{Fail, raw};
 use crate::metrics::Metrics;
 use crate::pipeline::{Pipeline, RequestCtx};
@@ -17,6 +18,7 @@ use serde_json::{Map, Value, json};
 use sluice_config::Config;
 use sluice_mcp::jsonrpc::{self, Id, Notification, Request, Response};
 use sluice_mcp::{RpcError, cursor, names, version};
+use sluice_pipeline::ServerId;
 use sluice_store::{LogBounds, Store, StoreError};
 use sluice_upstream::{CallCtx, Related, Reply, Upstream, UpstreamError, UpstreamEvent};
 use std::collections::{HashMap, HashSet};
@@ -25,72 +27,14 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 use tokio::sync::mpsc;
 
-/// The four aggregated lists.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Kind {
-    Tools = 0,
-    Prompts = 1,
-    Resources = 2,
-    Templates = 3,
-}
-
-impl Kind {
-    const ALL: [Kind; 4] = [Kind::Tools, Kind::Prompts, Kind::Resources, Kind::Templates];
-    fn method(self) -> &'static str {
-        match self {
-            Kind::Tools => "tools/list",
-            Kind::Prompts => "prompts/list",
-            Kind::Resources => "resources/list",
-            Kind::Templates => "resources/templates/list",
-        }
-    }
-    fn key(self) -> &'static str {
-        match self {
-            Kind::Tools => "tools",
-            Kind::Prompts => "prompts",
-            Kind::Resources => "resources",
-            Kind::Templates => "resourceTemplates",
-        }
-    }
-    fn capability(self) -> &'static str {
-        match self {
-            Kind::Tools => "tools",
-            Kind::Prompts => "prompts",
-            Kind::Resources | Kind::Templates => "resources",
-        }
-    }
-    fn noun(self) -> &'static str {
-        match self {
-            Kind::Tools => "tool",
-            Kind::Prompts => "prompt",
-            Kind::Resources | Kind::Templates => "resource",
-        }
-    }
-}
-
-/// What the gateway knows of one upstream's lists.
-#[derive(Default)]
-struct Cache {
-    lists: [Option<Arc<Vec<Value>>>; 4],
-    /// Exposed name → upstream name, for tools and prompts.
-    names: [HashMap<String, String>; 2],
-    uris: HashSet<String>,
-    /// Literal prefixes of resource templates (text before the first `{`).
-    template_prefixes: Vec<String>,
-    /// Tools held back (poisoned, or changed since approved), by the server's own name.
-    held: HashMap<String, crate::defence::Hold>,
-    /// The server's instructions may be given to clients (checked by the defence).
-    instructions_allowed: bool,
-}
-
-/// A per-session upstream instance: (session, server index).
-pub(crate) type IsolatedKey = (Arc<str>, usize);
+/// A per-session upstream instance: (session, server).
+pub(crate) type IsolatedKey = (Arc<str>, ServerId);
 
 /// The aggregating gateway.
 pub struct Gateway {
     pub config: Arc<Config>,
-    pub(crate) upstreams: Vec<Arc<Upstream>>,
-    caches: Vec<Mutex<Cache>>,
+    /// The configured servers and their cached lists.
+    pub(crate) catalog: Catalog,
     /// Sessions this replica serves (a cache of the store, see `sessions.rs`).
     pub(crate) sessions: RwLock<HashMap<Arc<str>, Arc<Session>>>,
     pub(crate) store: Store,
@@ -114,7 +58,7 @@ pub struct Gateway {
     /// The tool lists last checked for shadowing (by identity), so each set is checked once.
     shadow_checked: Mutex<Vec<usize>>,
     /// Tasks created through the gateway (2025-11-25 tasks): id → (server, session).
-    tasks: Mutex<HashMap<String, (usize, Arc<str>)>>,
+    tasks: Mutex<HashMap<String, (ServerId, Arc<str>)>>,
     pub(crate) http_client: sluice_upstream::HttpClient,
     /// The audit log (see `audit.rs`).
     pub(crate) audit: crate::audit::Audit,
@@ -176,7 +120,7 @@ impl Gateway {
             .enumerate()
             .map(|(i, s)| {
                 Upstream::new(
-                    i,
+                    Catalog::id_at(i),
                     s.clone(),
                     config.health.clone(),
                     client.clone(),
@@ -187,11 +131,7 @@ impl Gateway {
         let firsts: Vec<_> = upstreams.iter().map(|u| u.start()).collect();
         let pipeline = Pipeline::build(&config);
         let gw = Arc::new(Gateway {
-            caches: upstreams
-                .iter()
-                .map(|_| Mutex::new(Cache::default()))
-                .collect(),
-            upstreams,
+            catalog: Catalog::new(upstreams),
             config: Arc::new(config),
             sessions: RwLock::new(HashMap::new()),
             store,
@@ -241,7 +181,7 @@ impl Gateway {
     }
 
     pub fn upstreams(&self) -> &[Arc<Upstream>] {
-        &self.upstreams
+        self.catalog.servers()
     }
 
     /// A weak handle to this gateway, for tasks it spawns.
@@ -262,7 +202,7 @@ impl Gateway {
             .map(|(_, u)| u)
             .collect();
         join_all(isolated.iter().map(|u| u.shutdown(grace))).await;
-        join_all(self.upstreams.iter().map(|u| u.shutdown(grace))).await;
+        join_all(self.catalog.servers().iter().map(|u| u.shutdown(grace))).await;
         self.audit.log.close().await;
     }
 
@@ -314,11 +254,12 @@ impl Gateway {
 
     pub(crate) fn capabilities(&self) -> Value {
         let infos: Vec<_> = self
-            .upstreams
+            .catalog
+            .servers()
             .iter()
             .filter_map(|u| u.last_info())
             .collect();
-        let unknown = infos.len() < self.upstreams.len();
+        let unknown = infos.len() < self.catalog.servers().len();
         let any = |cap: &str| unknown || infos.iter().any(|i| i.has(cap));
         let mut caps = Map::new();
         if any("tools") {
@@ -350,11 +291,12 @@ impl Gateway {
 
     pub(crate) fn instructions(&self) -> Option<String> {
         let parts: Vec<String> = self
-            .upstreams
+            .catalog
+            .servers()
             .iter()
             .filter_map(|u| {
                 let i = u.last_info()?.instructions.clone()?;
-                if !self.caches[u.index].lock().unwrap().instructions_allowed {
+                if !self.catalog.instructions_allowed(u.id) {
                     return None;
                 }
                 Some(format!("## Server `{}`\n{}", u.name(), i))
@@ -421,10 +363,7 @@ impl Gateway {
 
     /// The configured upstream named `name`.
     pub(crate) fn upstream_named(&self, name: &str) -> Option<&Upstream> {
-        self.upstreams
-            .iter()
-            .find(|u| u.name() == name)
-            .map(|u| &**u)
+        self.catalog.named(name).map(|u| &**u)
     }
 
     pub(crate) async fn dispatch(
@@ -570,7 +509,7 @@ impl Gateway {
     }
 
     /// Remembers a task a tool call created, so its `tasks/*` requests reach its server.
-    pub(crate) fn note_task(&self, u: usize, sess: &Arc<Session>, result: &RawValue) {
+    pub(crate) fn note_task(&self, u: ServerId, sess: &Arc<Session>, result: &RawValue) {
         if !result.get().contains("\"taskId\"") {
             return;
         }
@@ -609,7 +548,7 @@ impl Gateway {
 
     /// `tasks/list`: this session's tasks, from every server that has tasks.
     async fn list_tasks(&self, sess: &Arc<Session>) -> Result<Box<RawValue>, Fail> {
-        let mine: HashMap<String, usize> = self
+        let mine: HashMap<String, ServerId> = self
             .tasks
             .lock()
             .unwrap()
@@ -617,10 +556,10 @@ impl Gateway {
             .filter(|(_, (_, s))| *s == sess.id)
             .map(|(id, (u, _))| (id.clone(), *u))
             .collect();
-        let servers: HashSet<usize> = mine.values().copied().collect();
+        let servers: HashSet<ServerId> = mine.values().copied().collect();
         let mut tasks = Vec::new();
         for u in servers {
-            let up = &self.upstreams[u];
+            let up = &self.catalog.server(u);
             match up
                 .request("tasks/list", None, CallCtx::new(up.config.timeout), true)
                 .await
@@ -701,11 +640,12 @@ impl Gateway {
         let text = Value::Object(p.clone()).to_string();
         // A server isolated per session gets the level on this session's instance.
         let targets: Vec<Arc<Upstream>> = self
-            .upstreams
+            .catalog
+            .servers()
             .iter()
             .filter_map(|u| match u.config.isolation {
                 sluice_config::Isolation::Shared => Some(u.clone()),
-                sluice_config::Isolation::PerSession => self.isolated_instance(&sess.id, u.index),
+                sluice_config::Isolation::PerSession => self.isolated_instance(&sess.id, u.id),
             })
             .collect();
         let calls = targets
@@ -996,7 +936,7 @@ impl Gateway {
                 }
             }
             "notifications/roots/list_changed" => {
-                for u in &self.upstreams {
+                for u in self.catalog.servers() {
                     if u.is_connected() {
                         let _ = u
                             .notify(&n.method, n.params.as_deref().map(RawValue::get))
@@ -1027,16 +967,19 @@ impl Gateway {
             }
         };
         let lists = join_all(
-            self.upstreams
+            self.catalog
+                .servers()
                 .iter()
-                .map(|u| self.upstream_list(u.index, kind)),
+                .map(|u| self.upstream_list(u.id, kind)),
         )
         .await;
         if kind == Kind::Tools {
-            let current: Vec<(usize, Arc<Vec<Value>>)> = lists
+            let current: Vec<(ServerId, Arc<Vec<Value>>)> = self
+                .catalog
+                .servers()
                 .iter()
-                .enumerate()
-                .filter_map(|(u, l)| l.as_ref().ok().map(|l| (u, l.clone())))
+                .zip(&lists)
+                .filter_map(|(u, l)| l.as_ref().ok().map(|l| (u.id, l.clone())))
                 .collect();
             let ids: Vec<usize> = current
                 .iter()
@@ -1054,7 +997,7 @@ impl Gateway {
         }
         let mut items = Vec::new();
         let mut seen = HashSet::new();
-        for (up, list) in self.upstreams.iter().zip(lists) {
+        for (up, list) in self.catalog.servers().iter().zip(lists) {
             let list = match list {
                 Ok(l) => l,
                 Err(e) => {
@@ -1064,16 +1007,9 @@ impl Gateway {
             };
             // Held-back tools are hidden (a released one shows again).
             let held: Vec<String> = if kind == Kind::Tools {
-                let names: Vec<String> = self.caches[up.index]
-                    .lock()
-                    .unwrap()
-                    .held
-                    .keys()
-                    .cloned()
-                    .collect();
                 let mut still = Vec::new();
-                for n in names {
-                    if self.hold_of(up.index, &n).await.is_some() {
+                for n in self.catalog.held_names(up.id) {
+                    if self.hold_of(up.id, &n).await.is_some() {
                         still.push(n);
                     }
                 }
@@ -1130,9 +1066,13 @@ impl Gateway {
 
     /// One upstream's full list: cached while the server promises list_changed
     /// notifications, refetched otherwise; the last good copy on failure.
-    async fn upstream_list(&self, u: usize, kind: Kind) -> Result<Arc<Vec<Value>>, UpstreamError> {
-        let up = &self.upstreams[u];
-        let cached = self.caches[u].lock().unwrap().lists[kind as usize].clone();
+    pub(crate) async fn upstream_list(
+        &self,
+        u: ServerId,
+        kind: Kind,
+    ) -> Result<Arc<Vec<Value>>, UpstreamError> {
+        let up = self.catalog.server(u);
+        let cached = self.catalog.list(u, kind);
         let Some(info) = up.info() else {
             return cached.ok_or_else(|| UpstreamError::Unavailable("not connected".into()));
         };
@@ -1152,9 +1092,9 @@ impl Gateway {
                     HashMap::new()
                 };
                 let list = Arc::new(list);
-                self.store_list(u, kind, list.clone());
+                self.catalog.store_list(u, kind, list.clone());
                 if kind == Kind::Tools {
-                    self.caches[u].lock().unwrap().held = held;
+                    self.catalog.set_held(u, held);
                 }
                 Ok(list)
             }
@@ -1199,73 +1139,25 @@ impl Gateway {
         )))
     }
 
-    fn store_list(&self, u: usize, kind: Kind, list: Arc<Vec<Value>>) {
-        let prefix = &self.upstreams[u].config.prefix;
-        let mut c = self.caches[u].lock().unwrap();
-        match kind {
-            Kind::Tools | Kind::Prompts => {
-                let map = &mut c.names[kind as usize];
-                map.clear();
-                for item in list.iter() {
-                    if let Some(n) = item.get("name").and_then(Value::as_str) {
-                        map.insert(names::expose(prefix, n), n.to_string());
-                    }
-                }
-            }
-            Kind::Resources => {
-                c.uris = list
-                    .iter()
-                    .filter_map(|r| r.get("uri").and_then(Value::as_str).map(str::to_string))
-                    .collect();
-            }
-            Kind::Templates => {
-                c.template_prefixes = list
-                    .iter()
-                    .filter_map(|t| t.get("uriTemplate").and_then(Value::as_str))
-                    .map(|t| t.split('{').next().unwrap_or_default().to_string())
-                    .filter(|p| !p.is_empty())
-                    .collect();
-            }
-        }
-        c.lists[kind as usize] = Some(list);
-    }
-
-    pub(crate) fn instructions_allowed(&self, u: usize) -> bool {
-        self.caches[u].lock().unwrap().instructions_allowed
-    }
-
-    pub(crate) fn set_instructions_allowed(&self, u: usize, ok: bool) {
-        self.caches[u].lock().unwrap().instructions_allowed = ok;
-    }
-
-    /// Server `u`'s tool list as last fetched.
-    pub(crate) fn cached_tools(&self, u: usize) -> Option<Arc<Vec<Value>>> {
-        self.caches[u].lock().unwrap().lists[Kind::Tools as usize].clone()
+    pub(crate) fn cached_tools(&self, u: ServerId) -> Option<Arc<Vec<Value>>> {
+        self.catalog.list(u, Kind::Tools)
     }
 
     /// Why tool `name` of server `u` is held back, if it is. A tool held for
     /// a changed definition (or because the pin store did not answer) is
     /// checked again, so an approval (or the store's return) takes effect at once.
-    pub(crate) async fn hold_of(&self, u: usize, name: &str) -> Option<crate::defence::Hold> {
-        let hold = self.caches[u].lock().unwrap().held.get(name).cloned()?;
+    pub(crate) async fn hold_of(&self, u: ServerId, name: &str) -> Option<crate::defence::Hold> {
+        let hold = self.catalog.hold(u, name)?;
         if hold.code != "tool_definition_changed"
             && hold.code != crate::defence::PIN_STORE_UNAVAILABLE
         {
             return Some(hold);
         }
-        let tool = self
-            .cached_tools(u)?
-            .iter()
-            .find(|t| t.get("name").and_then(Value::as_str) == Some(name))
-            .cloned()?;
-        match self.check_pin(&self.upstreams[u], &tool).await {
+        let tool = self.catalog.tool(u, name)?;
+        match self.check_pin(self.catalog.server(u), &tool).await {
             Some(h) => {
                 if h.code != hold.code {
-                    self.caches[u]
-                        .lock()
-                        .unwrap()
-                        .held
-                        .insert(name.to_string(), h.clone());
+                    self.catalog.set_hold(u, name, h.clone());
                 }
                 Some(h)
             }
@@ -1275,17 +1167,10 @@ impl Gateway {
                 } else {
                     "changed definition approved"
                 };
-                tracing::info!(server = %self.upstreams[u].name(), tool = name, "{why}; tool released");
-                self.caches[u].lock().unwrap().held.remove(name);
+                tracing::info!(server = %self.catalog.server(u).name(), tool = name, "{why}; tool released");
+                self.catalog.release(u, name);
                 None
             }
-        }
-    }
-
-    fn invalidate(&self, u: usize, kinds: &[Kind]) {
-        let mut c = self.caches[u].lock().unwrap();
-        for k in kinds {
-            c.lists[*k as usize] = None;
         }
     }
 
@@ -1301,17 +1186,14 @@ impl Gateway {
         let Some(name) = params.get("name").and_then(Value::as_str) else {
             return Vec::new();
         };
-        let list = match self.cached_tools(up.index) {
+        let list = match self.cached_tools(up.id) {
             Some(l) => l,
-            None => match self.upstream_list(up.index, Kind::Tools).await {
+            None => match self.upstream_list(up.id, Kind::Tools).await {
                 Ok(l) => l,
                 Err(_) => return Vec::new(),
             },
         };
-        let Some(tool) = list
-            .iter()
-            .find(|t| t.get("name").and_then(Value::as_str) == Some(name))
-        else {
+        let Some(tool) = crate::catalog::find_tool(&list, name) else {
             return Vec::new();
         };
         let args = params.get("arguments").and_then(Value::as_object);
@@ -1325,22 +1207,9 @@ impl Gateway {
     }
 
     /// The definition of an exposed tool, as its server listed it.
-    pub(crate) fn tool_definition(&self, exposed: &str) -> Option<(usize, Value)> {
-        let (u, name) = self.lookup_name(Kind::Tools, exposed)?;
-        let list = self.cached_tools(u)?;
-        let def = list
-            .iter()
-            .find(|t| t.get("name").and_then(Value::as_str) == Some(name.as_str()))?
-            .clone();
-        Some((u, def))
-    }
-
-    fn lookup_name(&self, kind: Kind, exposed: &str) -> Option<(usize, String)> {
-        self.caches.iter().enumerate().find_map(|(u, c)| {
-            c.lock().unwrap().names[kind as usize]
-                .get(exposed)
-                .map(|n| (u, n.clone()))
-        })
+    pub(crate) fn tool_definition(&self, exposed: &str) -> Option<(ServerId, Value)> {
+        let (u, name) = self.catalog.lookup_name(Kind::Tools, exposed)?;
+        Some((u, self.catalog.tool(u, &name)?))
     }
 
     /// Exposed tool or prompt name → (upstream, the upstream's own name).
@@ -1348,17 +1217,21 @@ impl Gateway {
         &self,
         kind: Kind,
         exposed: &str,
-    ) -> Result<(usize, String), Fail> {
-        if let Some(r) = self.lookup_name(kind, exposed) {
+    ) -> Result<(ServerId, String), Fail> {
+        if let Some(r) = self.catalog.lookup_name(kind, exposed) {
             return Ok(r);
         }
         // Lists not fetched yet (a client may call before listing): fetch, then look again.
-        let unloaded: Vec<usize> = (0..self.upstreams.len())
-            .filter(|u| self.caches[*u].lock().unwrap().lists[kind as usize].is_none())
+        let unloaded: Vec<ServerId> = self
+            .catalog
+            .servers()
+            .iter()
+            .map(|u| u.id)
+            .filter(|u| !self.catalog.has_list(*u, kind))
             .collect();
         if !unloaded.is_empty() {
             join_all(unloaded.iter().map(|u| self.upstream_list(*u, kind))).await;
-            if let Some(r) = self.lookup_name(kind, exposed) {
+            if let Some(r) = self.catalog.lookup_name(kind, exposed) {
                 return Ok(r);
             }
         }
@@ -1366,13 +1239,15 @@ impl Gateway {
         let owner = exposed
             .split_once(names::SEP)
             .and_then(|(p, rest)| {
-                self.upstreams
+                self.catalog
+                    .servers()
                     .iter()
                     .find(|u| u.config.prefix == p)
                     .map(|u| (u, rest))
             })
             .or_else(|| {
-                self.upstreams
+                self.catalog
+                    .servers()
                     .iter()
                     .find(|u| u.config.prefix.is_empty())
                     .map(|u| (u, exposed))
@@ -1382,9 +1257,9 @@ impl Gateway {
             // own instance whose list may differ: let the server itself decide.
             Some((u, rest))
                 if u.config.isolation == sluice_config::Isolation::PerSession
-                    || self.caches[u.index].lock().unwrap().lists[kind as usize].is_none() =>
+                    || !self.catalog.has_list(u.id, kind) =>
             {
-                Ok((u.index, rest.to_string()))
+                Ok((u.id, rest.to_string()))
             }
             Some((u, rest)) => Err(RpcError::invalid_params(format!(
                 "Unknown {noun} `{exposed}`: server `{}` has no {noun} named `{rest}`",
@@ -1398,33 +1273,20 @@ impl Gateway {
         }
     }
 
-    fn lookup_uri(&self, uri: &str) -> Option<usize> {
-        let mut best: Option<(usize, usize)> = None;
-        for (u, c) in self.caches.iter().enumerate() {
-            let c = c.lock().unwrap();
-            if c.uris.contains(uri) {
-                return Some(u);
-            }
-            for p in &c.template_prefixes {
-                if uri.starts_with(p.as_str()) && best.is_none_or(|(_, len)| p.len() > len) {
-                    best = Some((u, p.len()));
-                }
-            }
-        }
-        best.map(|(u, _)| u)
-    }
-
     /// Resource URI → upstream: listed URIs, then template prefixes, then the
     /// only resource server, then the only server using that URI scheme.
-    async fn route_uri(&self, uri: &str) -> Result<usize, Fail> {
-        if let Some(u) = self.lookup_uri(uri) {
+    async fn route_uri(&self, uri: &str) -> Result<ServerId, Fail> {
+        if let Some(u) = self.catalog.lookup_uri(uri) {
             return Ok(u);
         }
-        let unloaded: Vec<usize> = (0..self.upstreams.len())
+        let unloaded: Vec<ServerId> = self
+            .catalog
+            .servers()
+            .iter()
+            .map(|u| u.id)
             .filter(|u| {
-                let c = self.caches[*u].lock().unwrap();
-                c.lists[Kind::Resources as usize].is_none()
-                    || c.lists[Kind::Templates as usize].is_none()
+                !self.catalog.has_list(*u, Kind::Resources)
+                    || !self.catalog.has_list(*u, Kind::Templates)
             })
             .collect();
         if !unloaded.is_empty() {
@@ -1435,29 +1297,26 @@ impl Gateway {
                 ]
             }))
             .await;
-            if let Some(u) = self.lookup_uri(uri) {
+            if let Some(u) = self.catalog.lookup_uri(uri) {
                 return Ok(u);
             }
         }
-        let with_resources: Vec<usize> = self
-            .upstreams
+        let with_resources: Vec<ServerId> = self
+            .catalog
+            .servers()
             .iter()
             .filter(|u| u.last_info().is_some_and(|i| i.has("resources")))
-            .map(|u| u.index)
+            .map(|u| u.id)
             .collect();
         if let [only] = with_resources[..] {
             return Ok(only);
         }
         if let Some((scheme, _)) = uri.split_once("://") {
             let scheme = format!("{scheme}://");
-            let owners: Vec<usize> = with_resources
+            let owners: Vec<ServerId> = with_resources
                 .iter()
                 .copied()
-                .filter(|u| {
-                    let c = self.caches[*u].lock().unwrap();
-                    c.uris.iter().any(|x| x.starts_with(&scheme))
-                        || c.template_prefixes.iter().any(|x| x.starts_with(&scheme))
-                })
+                .filter(|u| self.catalog.uses_scheme(*u, &scheme))
                 .collect();
             if let [only] = owners[..] {
                 return Ok(only);
@@ -1484,13 +1343,13 @@ impl Gateway {
     fn on_event(&self, this: &Arc<Gateway>, ev: UpstreamEvent) {
         match ev {
             UpstreamEvent::Connected { server } => {
-                self.invalidate(server, &Kind::ALL);
+                self.catalog.invalidate(server, &Kind::ALL);
                 let g = this.clone();
                 tokio::spawn(async move {
                     let ok = g.check_instructions(server).await;
-                    g.set_instructions_allowed(server, ok);
+                    g.catalog.set_instructions_allowed(server, ok);
                 });
-                let info = self.upstreams[server].info();
+                let info = self.catalog.server(server).info();
                 for (cap, method) in [
                     ("tools", "notifications/tools/list_changed"),
                     ("prompts", "notifications/prompts/list_changed"),
@@ -1502,7 +1361,7 @@ impl Gateway {
                 }
             }
             UpstreamEvent::Disconnected { server, reason } => {
-                tracing::warn!(server = %self.upstreams[server].name(), %reason, "upstream disconnected; its tools stay listed and fail fast");
+                tracing::warn!(server = %self.catalog.server(server).name(), %reason, "upstream disconnected; its tools stay listed and fail fast");
             }
             UpstreamEvent::Notification {
                 server,
@@ -1517,7 +1376,7 @@ impl Gateway {
                 };
                 let line = jsonrpc::notification(&method, params.as_deref().map(RawValue::get));
                 if !kinds.is_empty() {
-                    self.invalidate(server, kinds);
+                    self.catalog.invalidate(server, kinds);
                     self.broadcast(&line);
                 } else if method == "notifications/resources/updated" {
                     let uri = params
@@ -1555,7 +1414,7 @@ impl Gateway {
                         }
                     }
                 } else {
-                    tracing::debug!(server = %self.upstreams[server].name(), %method, "upstream notification for no call; dropped");
+                    tracing::debug!(server = %self.catalog.server(server).name(), %method, "upstream notification for no call; dropped");
                 }
             }
             UpstreamEvent::Request {
@@ -1582,7 +1441,7 @@ impl Gateway {
                     })
                     .max_by_key(|s| s.last_active_ms())
                     .cloned();
-                let name = self.upstreams[server].name().to_string();
+                let name = self.catalog.server(server).name().to_string();
                 match target {
                     Some(s) => {
                         let out = s.unsolicited.lock().unwrap().clone();
@@ -1611,12 +1470,13 @@ impl Gateway {
             .and_then(|a| a.get("server"))
             .and_then(Value::as_str);
         let chosen: Vec<&Arc<Upstream>> = self
-            .upstreams
+            .catalog
+            .servers()
             .iter()
             .filter(|u| only.is_none_or(|n| n == u.name()))
             .collect();
         if chosen.is_empty() {
-            let names: Vec<&str> = self.upstreams.iter().map(|u| u.name()).collect();
+            let names: Vec<&str> = self.catalog.servers().iter().map(|u| u.name()).collect();
             return raw(json!({
                 "content": [{"type": "text", "text": format!("No server is named `{}`; servers: {}", only.unwrap_or_default(), names.join(", "))}],
                 "isError": true
@@ -1633,12 +1493,19 @@ impl Gateway {
 
     /// Prometheus exposition text.
     pub fn metrics_text(&self) -> String {
-        self.metrics.render(&self.upstreams, self.session_count())
+        self.metrics
+            .render(self.catalog.servers(), self.session_count())
     }
 
     /// Every server's state, as served at `/admin/servers`.
     pub fn servers_json(&self) -> Value {
-        Value::Array(self.upstreams.iter().map(|u| report::server(u)).collect())
+        Value::Array(
+            self.catalog
+                .servers()
+                .iter()
+                .map(|u| report::server(u))
+                .collect(),
+        )
     }
 
     fn broadcast(&self, line: &str) {
@@ -1722,19 +1589,26 @@ impl Drop for DoneGuard {
 impl Gateway {
     /// Tests: the tool list of server `u` as if it had been fetched, with
     /// `held` tools held back.
-    pub(crate) fn seed_tools(&self, u: usize, list: Vec<Value>, held: Vec<(&str, &'static str)>) {
-        self.store_list(u, Kind::Tools, Arc::new(list));
-        self.caches[u].lock().unwrap().held = held
-            .into_iter()
-            .map(|(name, code)| {
-                (
-                    name.to_string(),
-                    crate::defence::Hold {
-                        code,
-                        reason: format!("test hold {code}"),
-                    },
-                )
-            })
-            .collect();
+    pub(crate) fn seed_tools(
+        &self,
+        u: ServerId,
+        list: Vec<Value>,
+        held: Vec<(&str, &'static str)>,
+    ) {
+        self.catalog.store_list(u, Kind::Tools, Arc::new(list));
+        self.catalog.set_held(
+            u,
+            held.into_iter()
+                .map(|(name, code)| {
+                    (
+                        name.to_string(),
+                        crate::defence::Hold {
+                            code,
+                            reason: format!("test hold {code}"),
+                        },
+                    )
+                })
+                .collect(),
+        );
     }
 }

@@ -13,6 +13,7 @@ use crate::session::Session;
 use serde_json::value::RawValue;
 use sluice_config::Isolation;
 use sluice_mcp::jsonrpc;
+use sluice_pipeline::ServerId;
 use sluice_upstream::{Upstream, UpstreamError, UpstreamEvent};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
@@ -23,9 +24,9 @@ impl Gateway {
     pub(crate) async fn upstream_for(
         &self,
         sess: &Arc<Session>,
-        u: usize,
+        u: ServerId,
     ) -> Result<Arc<Upstream>, Fail> {
-        let template = &self.upstreams()[u];
+        let template = self.catalog.server(u);
         if template.config.isolation == Isolation::Shared {
             return Ok(template.clone());
         }
@@ -61,7 +62,7 @@ impl Gateway {
     }
 
     /// The session's instance of server `u`, if it has one running here.
-    pub(crate) fn isolated_instance(&self, session: &str, u: usize) -> Option<Arc<Upstream>> {
+    pub(crate) fn isolated_instance(&self, session: &str, u: ServerId) -> Option<Arc<Upstream>> {
         self.isolated
             .lock()
             .unwrap()
@@ -108,7 +109,7 @@ async fn forward_events(
                 params,
                 reply,
             } => {
-                let name = gw.upstreams()[server].name().to_string();
+                let name = gw.catalog.server(server).name().to_string();
                 match sess.unsolicited.lock().unwrap().clone() {
                     Some(out) => {
                         gw.ask_client(&sess, &name, &method, params.as_deref(), reply, &out)

@@ -9,6 +9,7 @@
 //! - `audit`: what goes to the audit log, and from where.
 
 mod audit;
+mod catalog;
 mod defence;
 mod error;
 pub mod gateway;

@@ -25,6 +25,11 @@ pub(crate) struct StageLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct LimitLabels {
+    limit: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub(crate) struct DropLabels {
     pub reason: &'static str,
 }
@@ -51,6 +56,8 @@ pub(crate) struct Metrics {
     registry: Registry,
     pub requests: Family<RequestLabels, Counter>,
     pub stage_decisions: Family<StageLabels, Counter>,
+    limit_refusals: Family<LimitLabels, Counter>,
+    limit_store_errors: Family<LimitLabels, Counter>,
     pub dropped: Family<DropLabels, Counter>,
     pub sessions: Gauge,
     findings: Family<FindingLabels, Counter>,
@@ -68,6 +75,18 @@ impl Metrics {
         let mut registry = Registry::with_prefix("sluice");
         let requests = Family::<RequestLabels, Counter>::default();
         let stage_decisions = Family::<StageLabels, Counter>::default();
+        let limit_refusals = Family::<LimitLabels, Counter>::default();
+        let limit_store_errors = Family::<LimitLabels, Counter>::default();
+        registry.register(
+            "limit_store_errors",
+            "Decisions of each shared [[limits]] rule made while its Redis did not answer (then on_store_error applies)",
+            limit_store_errors.clone(),
+        );
+        registry.register(
+            "limit_refusals",
+            "Requests refused by each [[limits]] rule",
+            limit_refusals.clone(),
+        );
         let dropped = Family::<DropLabels, Counter>::default();
         let sessions = Gauge::default();
         let findings = Family::<FindingLabels, Counter>::default();
@@ -135,6 +154,8 @@ impl Metrics {
             audit_write_errors,
             requests,
             stage_decisions,
+            limit_refusals,
+            limit_store_errors,
             dropped,
             sessions,
             findings,
@@ -151,6 +172,24 @@ impl Metrics {
                 server: server.to_string(),
                 kind,
                 verdict,
+            })
+            .inc();
+    }
+
+    /// Counts a refusal by limit `name`.
+    pub(crate) fn limit_refused(&self, name: &str) {
+        self.limit_refusals
+            .get_or_create(&LimitLabels {
+                limit: name.to_string(),
+            })
+            .inc();
+    }
+
+    /// Counts a decision of limit `name` made while its store was down.
+    pub(crate) fn limit_store_error(&self, name: &str) {
+        self.limit_store_errors
+            .get_or_create(&LimitLabels {
+                limit: name.to_string(),
             })
             .inc();
     }

@@ -60,6 +60,9 @@ fn error(id: Option<&Id>, err: RpcError) -> Response {
 fn status_for(code: i64) -> StatusCode {
     match code {
         -32601 => StatusCode::NOT_FOUND,
+        crate::rescue::POLICY_CODE => StatusCode::FORBIDDEN,
+        crate::rescue::LIMITED_CODE => StatusCode::TOO_MANY_REQUESTS,
+        crate::rescue::UNAVAILABLE_CODE => StatusCode::SERVICE_UNAVAILABLE,
         -32700 | -32600 | -32602 | -32020 | -32021 | -32022 => StatusCode::BAD_REQUEST,
         _ => StatusCode::OK,
     }
@@ -832,7 +835,23 @@ fn flight_lines(gw: Arc<Gateway>, id: Id, f: Flight) -> stream::BoxStream<'stati
 }
 
 pub(crate) fn json_line(line: String, status: StatusCode) -> Response {
-    (status, [(header::CONTENT_TYPE, "application/json")], line).into_response()
+    // A refusal that says when to come back says it in the header too.
+    let retry_after = (status == StatusCode::TOO_MANY_REQUESTS
+        || status == StatusCode::SERVICE_UNAVAILABLE)
+        .then(|| retry_after_secs(&line))
+        .flatten();
+    let mut r = (status, [(header::CONTENT_TYPE, "application/json")], line).into_response();
+    if let Some(secs) = retry_after {
+        r.headers_mut()
+            .insert(header::RETRY_AFTER, header::HeaderValue::from(secs));
+    }
+    r
+}
+
+/// `error.data.retryAfterSeconds` of a JSON-RPC error response line.
+fn retry_after_secs(line: &str) -> Option<u64> {
+    let v: Value = serde_json::from_str(line).ok()?;
+    v.pointer("/error/data/retryAfterSeconds")?.as_u64()
 }
 
 /// Which change notifications a `subscriptions/listen` stream asked for.

@@ -8,19 +8,19 @@
 //! doc comment:
 //!
 //! ```text
-//! builtin → resolve → hold → [authenticate → authorize → rate limit → loop guard]
+//! builtin → resolve → hold → [authenticate → authorize] → rate limit → loop guard
 //!         → approval → dispatch → output limits → output scan → audit
 //! ```
 //!
-//! The bracketed stages are the places identity, access and limits will
-//! stand. Other methods are routed by [`Gateway::dispatch`].
+//! The bracketed stages are the places identity and access will stand. Other methods are routed by [`Gateway::dispatch`].
 
 use crate::error::Fail;
 use crate::gateway::Gateway;
 use crate::metrics::RequestLabels;
 use crate::session::{Outbound, Session};
 use crate::stages::{
-    Approval, AuditStage, Builtin, Dispatch, Hold, OutputLimits, OutputScan, Resolve, ToolCall,
+    Approval, AuditStage, Builtin, Dispatch, Hold, LoopGuard, OutputLimits, OutputScan, RateLimit,
+    Resolve, ToolCall,
 };
 use serde_json::value::RawValue;
 use sluice_config::Config;
@@ -94,6 +94,8 @@ pub(crate) struct Pipeline {
     builtin: Builtin,
     resolve: Resolve,
     hold: Hold,
+    rate_limit: RateLimit,
+    loop_guard: LoopGuard,
     approval: Approval,
     dispatch: Dispatch,
     output_limits: OutputLimits,
@@ -117,6 +119,8 @@ impl Pipeline {
             builtin: Builtin::new(&config.gateway),
             resolve: Resolve,
             hold: Hold,
+            rate_limit: RateLimit::new(&config.limits),
+            loop_guard: LoopGuard::new(&config.loop_guard),
             approval: Approval,
             dispatch: Dispatch,
             output_limits: OutputLimits,
@@ -138,10 +142,16 @@ impl Pipeline {
         let outcome = match ctx.method.as_str() {
             "tools/call" => self.call_tool(gw, ctx, params).instrument(span).await,
             method => {
-                let (sess, out) = (ctx.session.clone(), ctx.out.clone());
-                gw.dispatch(&sess, method, params, &out)
-                    .instrument(span)
-                    .await
+                if self.rate_limit.counts(method)
+                    && let Flow::Answer(fail) = self.rate_limit.run(gw, ctx).await
+                {
+                    Err(fail)
+                } else {
+                    let (sess, out) = (ctx.session.clone(), ctx.out.clone());
+                    gw.dispatch(&sess, method, params, &out)
+                        .instrument(span)
+                        .await
+                }
             }
         };
         let outcome_label = match &outcome {
@@ -191,10 +201,10 @@ impl Pipeline {
         stage!(self.resolve.run(gw, ctx).await);
         record.routed(ctx, call.arguments());
         stage!(self.hold.run(gw, ctx).await);
-        // Identity, access, rate limits and the loop guard go here.
-        let up = gw
-            .upstream_for(&ctx.session, ctx.routed().server.get() as usize)
-            .await?;
+        // Identity and access go here.
+        stage!(self.rate_limit.run(gw, ctx).await);
+        stage!(self.loop_guard.run(gw, ctx, &call));
+        let up = gw.upstream_for(&ctx.session, ctx.routed().server).await?;
         stage!(self.approval.run(gw, ctx, &up, call.arguments()).await);
         let result = self.dispatch.run(gw, ctx, &up, call).await?;
         let result = self.output_limits.run(gw, ctx, &up, result);

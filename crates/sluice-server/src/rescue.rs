@@ -9,22 +9,29 @@
 //!   `_meta["sluice/error"]`, so the agent can reason about it;
 //! - anything else is a JSON-RPC error: the client's mistakes with the
 //!   spec's codes, an upstream's own JSON-RPC error unchanged, upstream faults
-//!   as -32603 naming the server, refusals as [`POLICY_CODE`] with
-//!   `data.sluice.code` (and `retryAfter`);
+//!   as -32603 naming the server, refusals as [`POLICY_CODE`] (denied),
+//!   [`LIMITED_CODE`] or [`UNAVAILABLE_CODE`] with `data.sluice.code`, and
+//!   `data.retryAfterSeconds`, `data.limit`, `data.scope` for a limit (a
+//!   limit's rule may ask for a tool result instead: `answer = "tool_result"`);
 //! - stateless (2026-07-28) responses carry the HTTP status the JSON-RPC
-//!   code implies (`modern.rs`, which also renames codes 2026 retired).
+//!   code implies (`modern.rs`: 403, 429 with `Retry-After`, 503; it also
+//!   renames codes 2026 retired).
 
 use crate::error::{Fail, raw};
 use crate::pipeline::RequestCtx;
 use serde_json::value::RawValue;
 use serde_json::{Value, json};
 use sluice_mcp::RpcError;
-use sluice_pipeline::Refusal;
+use sluice_pipeline::{Refusal, RefusalKind};
 use sluice_upstream::{Upstream, UpstreamError};
 
-/// The JSON-RPC error code of a policy refusal outside `tools/call` (in the
-/// implementation-defined server-error range).
+/// The JSON-RPC error code of a refusal told as an error: denied (in the
+/// implementation-defined server-error range; 403 on 2026 requests).
 pub(crate) const POLICY_CODE: i64 = -32001;
+/// A rate limit or quota refused it (429 with `Retry-After` on 2026 requests).
+pub(crate) const LIMITED_CODE: i64 = -32029;
+/// A policy dependency did not answer; the gateway failed closed (503).
+pub(crate) const UNAVAILABLE_CODE: i64 = -32003;
 
 /// What a failure becomes on the wire.
 pub(crate) enum Wire {
@@ -45,7 +52,7 @@ pub(crate) fn rescue<'a>(
         .then_some(ctx.tool.as_deref())
         .flatten();
     match (fail, tool) {
-        (Fail::Policy(r), Some(tool)) => {
+        (Fail::Policy(r), Some(tool)) if r.as_tool_result => {
             let server = ctx.route.as_ref().map(|r| &*r.server_name);
             Wire::Result(refusal_result(server, tool, r))
         }
@@ -79,8 +86,18 @@ fn policy_error(r: &Refusal) -> RpcError {
     let mut data = json!({"sluice": {"code": r.code}});
     if let Some(s) = r.retry_after_secs() {
         data["sluice"]["retryAfter"] = json!(s);
+        data["retryAfterSeconds"] = json!(s);
     }
-    RpcError::new(POLICY_CODE, r.message.clone()).with_data(data)
+    if let Some(hit) = &r.limit {
+        data["limit"] = json!(hit.name);
+        data["scope"] = json!(hit.scope);
+    }
+    let code = match r.kind {
+        RefusalKind::Denied => POLICY_CODE,
+        RefusalKind::Limited => LIMITED_CODE,
+        RefusalKind::Unavailable => UNAVAILABLE_CODE,
+    };
+    RpcError::new(code, r.message.clone()).with_data(data)
 }
 
 /// The tool result of a call the gateway refused.
@@ -91,6 +108,10 @@ fn refusal_result(server: Option<&str>, tool: &str, r: &Refusal) -> Box<RawValue
     }
     if let Some(s) = r.retry_after_secs() {
         meta["retryAfter"] = json!(s);
+    }
+    if let Some(hit) = &r.limit {
+        meta["limit"] = json!(hit.name);
+        meta["scope"] = json!(hit.scope);
     }
     raw(json!({
         "content": [{"type": "text", "text": r.message}],

@@ -55,7 +55,7 @@ const PREFIX: &str = "st1.";
 impl Gateway {
     /// Whether a 2026 upstream offers the tasks extension.
     pub(crate) fn modern_tasks(&self) -> bool {
-        self.upstreams.iter().any(|u| {
+        self.catalog.servers().iter().any(|u| {
             u.last_info().is_some_and(|i| {
                 i.is_modern()
                     && i.capabilities
@@ -150,7 +150,7 @@ impl Gateway {
         let Some(task) = self.unwrap_task_id(&wrapped) else {
             return Err(unknown());
         };
-        let Some(u) = self.upstreams.iter().position(|u| u.name() == task.server) else {
+        let Some(u) = self.catalog.named(&task.server).map(|u| u.id) else {
             return Err(unknown());
         };
         let up = &self.upstream_for(sess, u).await?;
@@ -167,7 +167,7 @@ impl Gateway {
         }
         if let Some(inner) = r.remove("result") {
             let upstream_name = self
-                .route_name(crate::gateway::Kind::Tools, &task.tool)
+                .route_name(crate::catalog::Kind::Tools, &task.tool)
                 .await
                 .map(|(_, n)| n)
                 .unwrap_or_else(|_| task.tool.clone());

@@ -12,6 +12,7 @@
 //! and so do the API key records ([`KeyStore`], `auth.api_keys.url`).
 
 mod keys;
+mod limits_redis;
 mod memory;
 mod pins;
 mod pins_pg;
@@ -19,6 +20,7 @@ mod redis_store;
 mod sqlite;
 
 pub use keys::{KeyRecord, KeyStore};
+pub use limits_redis::{Budget, RedisLimits};
 pub use pins::{PinRow, PinStatus, PinStore};
 pub use redis_store::{Bus, BusMessage};
 
@@ -85,6 +87,8 @@ fn store_name(store: &str) -> String {
         format!("the pin store {backend}")
     } else if let Some(backend) = store.strip_prefix("keys ") {
         format!("the key store {backend}")
+    } else if let Some(backend) = store.strip_prefix("limits ") {
+        format!("the limit store {backend}")
     } else {
         format!("the session store ({store})")
     }

@@ -28,13 +28,13 @@ fn unavailable(e: impl std::fmt::Display) -> StoreError {
 }
 
 /// A connection made on first use and re-made after an outage.
-struct Lazy {
-    client: redis::Client,
-    conn: Mutex<Option<ConnectionManager>>,
+pub(crate) struct Lazy {
+    pub(crate) client: redis::Client,
+    pub(crate) conn: Mutex<Option<ConnectionManager>>,
 }
 
 impl Lazy {
-    async fn get(&self) -> Result<ConnectionManager, StoreError> {
+    pub(crate) async fn get(&self) -> Result<ConnectionManager, StoreError> {
         let mut g = self.conn.lock().await;
         if let Some(c) = g.as_ref() {
             return Ok(c.clone());

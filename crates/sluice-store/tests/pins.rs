@@ -266,10 +266,11 @@ async fn postgres_connection_lost_is_made_again() {
     forget(&srv).await;
 }
 
-/// Nothing listening: open succeeds, every call says why, promptly.
+/// Nothing listening: open succeeds, every call says why, promptly. "Promptly"
+/// is read from the reason, not a clock: a refused connection says "cannot
+/// connect", one that waited out the 5 s connect timeout says "timed out".
 #[tokio::test]
 async fn postgres_unreachable_is_unavailable_with_the_reason() {
-    let started = std::time::Instant::now();
     let p = PinStore::open_postgres("postgres://sluice:hunter2@127.0.0.1:1/pins")
         .await
         .unwrap();
@@ -284,8 +285,12 @@ async fn postgres_unreachable_is_unavailable_with_the_reason() {
         "{text}"
     );
     assert!(!text.contains("hunter2"), "{text}");
-    assert!(p.list().await.is_err());
-    assert!(started.elapsed() < std::time::Duration::from_secs(5));
+    assert!(!text.contains("timed out"), "{text}");
+    let listed = p.list().await.unwrap_err().to_string();
+    assert!(
+        listed.contains("cannot connect") && !listed.contains("timed out"),
+        "{listed}"
+    );
     let e = PinStore::open_postgres("postgres://u:hunter2@db:notaport/pins")
         .await
         .err()

@@ -134,18 +134,21 @@ async fn event_logs_are_bounded_and_replay_after_a_cursor(kind: &str) {
     assert_eq!(s.get_stream(&id, "a1").await.unwrap(), None);
 }
 
+/// The first event is older than `max_age` by the sleep alone; the second is
+/// read back long before it ages too (it has all of `max_age`, 2 s, for that).
 async fn old_events_age_out(kind: &str) {
+    let max_age = Duration::from_secs(2);
     let s = open(
         kind,
         LogBounds {
             max_events: 100,
-            max_age: Duration::from_millis(300),
+            max_age,
         },
     )
     .await;
     let id = unique("sess");
     s.append(&id, "a", &[ev(1)]).await.unwrap();
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    tokio::time::sleep(max_age + max_age / 4).await;
     s.append(&id, "a", &[ev(2)]).await.unwrap();
     let seqs: Vec<u64> = s
         .events_after(&id, "a", 0)
@@ -157,13 +160,16 @@ async fn old_events_age_out(kind: &str) {
     assert_eq!(seqs, [2]);
 }
 
+/// The old session is idle past the limit by the sleep alone; the fresh one
+/// has all of the 2 s limit to reach the eviction before it would count as idle.
 async fn idle_sessions_are_evicted(kind: &str) {
+    let idle = Duration::from_secs(2);
     let s = open(kind, bounds()).await;
     let (old, fresh) = (unique("old"), unique("fresh"));
     s.create(&record(&old)).await.unwrap();
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    tokio::time::sleep(idle + idle / 4).await;
     s.create(&record(&fresh)).await.unwrap();
-    let gone = s.evict_idle(Duration::from_millis(200)).await.unwrap();
+    let gone = s.evict_idle(idle).await.unwrap();
     assert!(gone.contains(&old) && !gone.contains(&fresh), "{gone:?}");
     assert_eq!(s.get(&old).await.unwrap(), None);
     assert!(s.get(&fresh).await.unwrap().is_some());
@@ -213,7 +219,7 @@ async fn the_redis_bus_carries_messages_and_stream_events() {
     };
     // The subscription is made asynchronously: retry the send until it lands.
     let mut got = None;
-    for _ in 0..50 {
+    for _ in 0..300 {
         bus.send(Some("replica-a"), &msg).await.unwrap();
         if let Ok(Some(m)) = tokio::time::timeout(Duration::from_millis(100), inbox.recv()).await {
             got = Some(m);

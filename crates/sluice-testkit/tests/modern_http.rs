@@ -605,7 +605,7 @@ async fn subscriptions_listen_delivers_only_what_was_asked() {
         .collect();
     let mut prompts = fx.open(&h, &body).await;
 
-    let wait = Duration::from_secs(5);
+    let wait = Duration::from_secs(30);
     let ack = tools.next(wait).await.expect("ack");
     assert_eq!(ack["method"], "notifications/subscriptions/acknowledged");
     assert_eq!(
@@ -717,7 +717,7 @@ fn with_tasks(mut params: Value) -> Value {
 
 /// tasks/get until the task has `status`.
 async fn task_reaches(fx: &HttpFixture, id: &str, status: &str) -> Value {
-    for i in 0..100 {
+    for i in 0..600 {
         let r = fx
             .modern(
                 json!(i),

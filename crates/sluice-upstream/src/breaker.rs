@@ -6,7 +6,7 @@ use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum State {
+pub(crate) enum State {
     Closed,
     /// Failing fast until the instant; then one probe call is let through.
     Open {
@@ -18,15 +18,15 @@ pub enum State {
 
 /// Why a call was refused.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Refused {
+pub(crate) struct Refused {
     /// When the next call will be let through.
-    pub retry_in: Duration,
+    pub(crate) retry_in: Duration,
     /// Why the circuit opened, in words.
-    pub reason: String,
+    pub(crate) reason: String,
 }
 
 #[derive(Debug)]
-pub struct Breaker {
+pub(crate) struct Breaker {
     cfg: Config,
     state: State,
     consecutive: u32,
@@ -35,7 +35,7 @@ pub struct Breaker {
 }
 
 impl Breaker {
-    pub fn new(cfg: Config) -> Self {
+    pub(crate) fn new(cfg: Config) -> Self {
         Breaker {
             cfg,
             state: State::Closed,
@@ -45,13 +45,13 @@ impl Breaker {
         }
     }
 
-    pub fn state(&self) -> State {
+    pub(crate) fn state(&self) -> State {
         self.state
     }
 
     /// May a call go through now? An open circuit past its time lets exactly
     /// one probe through (half-open).
-    pub fn admit(&mut self, now: Instant) -> Result<(), Refused> {
+    pub(crate) fn admit(&mut self, now: Instant) -> Result<(), Refused> {
         match self.state {
             State::Closed => Ok(()),
             State::Open { until } if now >= until => {
@@ -70,7 +70,7 @@ impl Breaker {
     }
 
     /// Records a call's outcome (`ok`: the server answered).
-    pub fn record(&mut self, now: Instant, ok: bool) {
+    pub(crate) fn record(&mut self, now: Instant, ok: bool) {
         while self
             .window
             .front()
@@ -113,11 +113,6 @@ impl Breaker {
                 until: now + self.cfg.open_for,
             };
         }
-    }
-
-    /// Opens the circuit at once (e.g. the server is known to be down).
-    pub fn is_open(&self) -> bool {
-        !matches!(self.state, State::Closed)
     }
 }
 

@@ -5,6 +5,7 @@
 use crate::{CallCtx, Related, Reply, UpstreamError, UpstreamEvent};
 use serde_json::value::RawValue;
 use sluice_mcp::jsonrpc::{self, Id, Message};
+use sluice_pipeline::ServerId;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -27,7 +28,7 @@ struct State {
 
 /// Matches responses to requests over one ordered message stream.
 pub(crate) struct Duplex {
-    server: usize,
+    server: ServerId,
     name: String,
     out: mpsc::UnboundedSender<String>,
     next_id: AtomicU64,
@@ -38,7 +39,7 @@ pub(crate) struct Duplex {
 impl Duplex {
     /// `out` receives serialized messages to write to the server, in order.
     pub(crate) fn new(
-        server: usize,
+        server: ServerId,
         name: String,
         out: mpsc::UnboundedSender<String>,
         events: mpsc::UnboundedSender<UpstreamEvent>,

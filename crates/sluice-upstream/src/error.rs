@@ -18,7 +18,12 @@ pub enum UpstreamError {
     Unauthorized(u16),
     /// The server answered with an unexpected HTTP status.
     #[error("answered HTTP {status}: {body}")]
-    Http { status: u16, body: String },
+    Http {
+        /// The HTTP status code.
+        status: u16,
+        /// The start of the response body, or what the gateway made of the status.
+        body: String,
+    },
     /// The connection broke while the request was in flight; it may have run.
     #[error("lost the connection during the call: {0}")]
     Transport(String),
@@ -27,7 +32,12 @@ pub enum UpstreamError {
     Protocol(String),
     /// The circuit breaker is open: the call was not sent.
     #[error("is failing and is not being called: {reason}; the gateway will try it again in {} s", .retry_in.as_secs().max(1))]
-    CircuitOpen { retry_in: Duration, reason: String },
+    CircuitOpen {
+        /// When the breaker lets the next call through.
+        retry_in: Duration,
+        /// Why the circuit opened, in words.
+        reason: String,
+    },
     /// The server answered with a JSON-RPC error; forwarded to the client as it is.
     #[error("returned an error")]
     Rpc(Box<RawValue>),

@@ -18,6 +18,7 @@ pub enum Status {
 }
 
 impl Status {
+    /// The lower-case name used in the health report, metrics and logs.
     pub fn as_str(self) -> &'static str {
         match self {
             Status::Healthy => "healthy",
@@ -30,20 +31,29 @@ impl Status {
 /// A point-in-time view of a server's health.
 #[derive(Debug, Clone)]
 pub struct Snapshot {
+    /// The status now.
     pub status: Status,
+    /// When the status last changed.
     pub since: SystemTime,
+    /// Whether a connection (process, session or stream) is up.
     pub connected: bool,
+    /// The latest failure of a call, probe or connection, and when.
     pub last_error: Option<(SystemTime, String)>,
+    /// When a call or probe last succeeded.
     pub last_ok: Option<SystemTime>,
-    /// Failed and total among the last real calls (at most [`RECENT`]).
+    /// Failed calls among the last real calls (at most [`RECENT`]).
     pub recent_failed: u32,
+    /// How many real calls that window holds.
     pub recent_total: u32,
     /// "closed", "open" or "half-open".
     pub breaker: &'static str,
     /// While open: when the next call is let through.
     pub retry_in: Option<Duration>,
+    /// Real calls since start.
     pub calls: u64,
+    /// Real calls since start that failed.
     pub failures: u64,
+    /// Reconnections (restarts of a child, new sessions) since the first connection.
     pub restarts: u64,
 }
 

@@ -15,6 +15,7 @@ use serde_json::value::RawValue;
 use sluice_mcp::jsonrpc::{self, Id, Message};
 use sluice_mcp::sse;
 use sluice_mcp::version::header;
+use sluice_pipeline::ServerId;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock, Weak};
 use std::time::Duration;
@@ -24,7 +25,7 @@ const ACCEPT_BOTH: &str = "application/json, text/event-stream";
 
 /// One Streamable HTTP upstream session.
 pub(crate) struct HttpConn {
-    server: usize,
+    server: ServerId,
     name: String,
     client: reqwest::Client,
     url: String,
@@ -54,7 +55,7 @@ pub(crate) enum InitOutcome {
 
 impl HttpConn {
     pub(crate) fn new(
-        server: usize,
+        server: ServerId,
         name: String,
         client: reqwest::Client,
         url: String,
@@ -677,7 +678,7 @@ impl Drop for CancelGuard {
 
 /// Where a legacy HTTP+SSE server is.
 pub(crate) struct SseTarget<'a> {
-    pub server: usize,
+    pub server: ServerId,
     pub name: &'a str,
     pub client: &'a reqwest::Client,
     pub url: &'a str,

@@ -9,19 +9,22 @@
 //! server-to-client requests) are delivered to that call's [`Related`] sink;
 //! messages tied to no call arrive as [`UpstreamEvent`]s.
 
+#![warn(missing_docs)]
+
 mod backoff;
-pub mod breaker;
+mod breaker;
 mod conn;
 mod duplex;
 mod error;
 pub mod health;
 mod http;
-pub mod modern;
+mod modern;
 mod stdio;
 mod upstream;
 
 pub use error::UpstreamError;
 pub use health::{Snapshot, Status};
+pub use sluice_pipeline::ServerId;
 pub use upstream::{ServerInfo, Upstream};
 
 use serde_json::value::RawValue;
@@ -34,14 +37,20 @@ pub type Reply = Result<Box<RawValue>, Box<RawValue>>;
 /// A message an upstream sends to the client while serving a call.
 #[derive(Debug)]
 pub enum Related {
+    /// A notification about the call (progress, a log message), to relay to the client.
     Notification {
+        /// The notification's method, e.g. `notifications/progress`.
         method: String,
+        /// Its params, raw (the progress token is still the one sent upstream).
         params: Option<Box<RawValue>>,
     },
     /// A server-to-client request (sampling, elicitation, roots). Answer through `reply`.
     Request {
+        /// The request's method, e.g. `sampling/createMessage`.
         method: String,
+        /// Its params, raw.
         params: Option<Box<RawValue>>,
+        /// Where the client's answer goes; dropping it answers the server with an error.
         reply: oneshot::Sender<Reply>,
     },
 }
@@ -49,21 +58,38 @@ pub enum Related {
 /// A message from an upstream that belongs to no call.
 #[derive(Debug)]
 pub enum UpstreamEvent {
+    /// A notification tied to no call, e.g. `notifications/tools/list_changed`.
     Notification {
-        server: usize,
+        /// The server that sent it.
+        server: ServerId,
+        /// The notification's method.
         method: String,
+        /// Its params, raw.
         params: Option<Box<RawValue>>,
     },
+    /// A server-to-client request tied to no call. Answer through `reply`.
     Request {
-        server: usize,
+        /// The server that sent it.
+        server: ServerId,
+        /// The request's method, e.g. `roots/list`.
         method: String,
+        /// Its params, raw.
         params: Option<Box<RawValue>>,
+        /// Where the answer goes; dropping it answers the server with an error.
         reply: oneshot::Sender<Reply>,
     },
     /// The server (re)connected: cached lists are stale.
-    Connected { server: usize },
+    Connected {
+        /// The server that connected.
+        server: ServerId,
+    },
     /// The connection broke; calls fail until it is back.
-    Disconnected { server: usize, reason: String },
+    Disconnected {
+        /// The server that disconnected.
+        server: ServerId,
+        /// Why, for logs and health.
+        reason: String,
+    },
 }
 
 /// Per-call context.
@@ -86,6 +112,7 @@ pub struct CallCtx {
 }
 
 impl CallCtx {
+    /// A context with this timeout and nothing else: no sink, token, capabilities or headers.
     pub fn new(timeout: Duration) -> Self {
         CallCtx {
             client_caps: None,

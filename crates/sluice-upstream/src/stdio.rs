@@ -8,6 +8,7 @@
 use crate::UpstreamEvent;
 use crate::duplex::Duplex;
 use sluice_config::Secret;
+use sluice_pipeline::ServerId;
 use std::path::PathBuf;
 use std::process::Stdio;
 use std::sync::Arc;
@@ -22,7 +23,7 @@ pub(crate) struct Child {
 }
 
 pub(crate) struct Spec<'a> {
-    pub server: usize,
+    pub server: ServerId,
     pub name: &'a str,
     pub command: &'a str,
     pub args: &'a [String],

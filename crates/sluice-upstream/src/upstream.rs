@@ -10,6 +10,7 @@ use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 use sluice_config::{HttpMode, Server, Transport};
+use sluice_pipeline::ServerId;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, SystemTime};
@@ -18,10 +19,13 @@ use tokio::sync::{Notify, mpsc, oneshot, watch};
 /// What a server said about itself at initialize.
 #[derive(Debug, Clone)]
 pub struct ServerInfo {
+    /// The revision agreed at initialize (or found by the 2026 discover probe).
     pub protocol_version: String,
     /// The server's `capabilities` object.
     pub capabilities: serde_json::Value,
+    /// The server's `serverInfo` object (name, version), as sent.
     pub server_info: serde_json::Value,
+    /// The server's `instructions` for the model, scanned like tool definitions.
     pub instructions: Option<String>,
 }
 
@@ -59,7 +63,9 @@ struct State {
 
 /// One upstream server, its live connection and its supervisor.
 pub struct Upstream {
-    pub index: usize,
+    /// The gateway's stable id of this server.
+    pub id: ServerId,
+    /// The server's `[[servers]]` entry.
     pub config: Server,
     state: RwLock<State>,
     events: mpsc::UnboundedSender<UpstreamEvent>,
@@ -89,15 +95,17 @@ struct Connected {
 }
 
 impl Upstream {
+    /// A shared upstream, not yet connected: [`Upstream::start`] runs its supervisor.
+    /// Messages tied to no call go to `events`.
     pub fn new(
-        index: usize,
+        id: ServerId,
         config: Server,
         probe: sluice_config::Health,
         client: reqwest::Client,
         events: mpsc::UnboundedSender<UpstreamEvent>,
     ) -> Arc<Self> {
         Arc::new(Upstream {
-            index,
+            id,
             health: Health::new(&config.name, config.breaker.clone()),
             config,
             state: RwLock::new(State::default()),
@@ -116,14 +124,14 @@ impl Upstream {
     /// An upstream connection for one client session (`isolation =
     /// "per-session"`): initialized with that client's capabilities.
     pub fn for_session(
-        index: usize,
+        id: ServerId,
         config: Server,
         probe: sluice_config::Health,
         client: reqwest::Client,
         events: mpsc::UnboundedSender<UpstreamEvent>,
         client_caps: &serde_json::Value,
     ) -> Arc<Self> {
-        let mut up = Arc::into_inner(Self::new(index, config, probe, client, events))
+        let mut up = Arc::into_inner(Self::new(id, config, probe, client, events))
             .expect("a new upstream is not shared yet");
         up.init_params = crate::initialize_params(Some(client_caps));
         Arc::new(up)
@@ -134,6 +142,7 @@ impl Upstream {
         self.health.snapshot()
     }
 
+    /// The server's configured name, as used in logs, metrics and tool prefixes.
     pub fn name(&self) -> &str {
         &self.config.name
     }
@@ -150,6 +159,7 @@ impl Upstream {
         self.state.read().unwrap().info.clone()
     }
 
+    /// Whether a live connection is installed now (calls would be sent).
     pub fn is_connected(&self) -> bool {
         self.state
             .read()
@@ -454,7 +464,7 @@ impl Upstream {
                     Err(reason) => {
                         self.mark_down(reason.clone());
                         let _ = self.events.send(UpstreamEvent::Disconnected {
-                            server: self.index,
+                            server: self.id,
                             reason,
                         });
                         break;
@@ -509,7 +519,7 @@ impl Upstream {
         tracing::info!(server = %self.name(), "upstream connected");
         let _ = self
             .events
-            .send(UpstreamEvent::Connected { server: self.index });
+            .send(UpstreamEvent::Connected { server: self.id });
         old
     }
 
@@ -535,7 +545,7 @@ impl Upstream {
             } => {
                 let child = stdio::spawn(
                     stdio::Spec {
-                        server: self.index,
+                        server: self.id,
                         name: self.name(),
                         command,
                         args,
@@ -556,7 +566,7 @@ impl Upstream {
                 let headers = header_map(headers)?;
                 if *mode != HttpMode::Sse {
                     let h = Arc::new(HttpConn::new(
-                        self.index,
+                        self.id,
                         self.name().to_string(),
                         self.client.clone(),
                         url.clone(),
@@ -610,7 +620,7 @@ impl Upstream {
                 }
                 let d = http::connect_legacy_sse(
                     http::SseTarget {
-                        server: self.index,
+                        server: self.id,
                         name: self.name(),
                         client: &self.client,
                         url,

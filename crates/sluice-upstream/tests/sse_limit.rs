@@ -110,7 +110,7 @@ async fn upstream(
     .unwrap();
     let (tx, rx) = mpsc::unbounded_channel();
     let up = Upstream::new(
-        0,
+        sluice_upstream::ServerId::new(0),
         config.servers[0].clone(),
         config.health.clone(),
         sluice_upstream::http_client(),

@@ -32,7 +32,7 @@ fn alive(pid: u32) -> bool {
 }
 
 fn wait_gone(pids: &[u32]) -> Vec<u32> {
-    let deadline = Instant::now() + Duration::from_secs(10);
+    let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let left: Vec<u32> = pids.iter().copied().filter(|p| alive(*p)).collect();
         if left.is_empty() || Instant::now() > deadline {
@@ -138,7 +138,7 @@ async fn a_hundred_crash_restart_cycles_leak_no_process() {
             .await;
         assert_eq!(r["isError"], true, "cycle {cycle}: {r}");
         // Wait for the restart before the next crash.
-        let deadline = Instant::now() + Duration::from_secs(10);
+        let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             let r = c
                 .call(
@@ -195,7 +195,7 @@ async fn servers_are_recycled_after_max_calls_without_failing_calls() {
         pids.extend(processes_with(&mark));
     }
     // Recycling runs beside the calls: give a loaded machine time to finish it.
-    let deadline = Instant::now() + Duration::from_secs(10);
+    let deadline = Instant::now() + Duration::from_secs(30);
     let mut i = 10;
     while pids.len() < 3 {
         assert!(
@@ -216,7 +216,7 @@ async fn servers_are_recycled_after_max_calls_without_failing_calls() {
         i += 1;
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let deadline = Instant::now() + Duration::from_secs(5);
+    let deadline = Instant::now() + Duration::from_secs(30);
     while processes_with(&mark).len() > 1 {
         assert!(
             Instant::now() < deadline,
@@ -268,7 +268,7 @@ async fn per_session_isolation_gives_each_session_its_own_server() {
     )
     .await;
     assert_eq!(r.status, 200);
-    let deadline = Instant::now() + Duration::from_secs(5);
+    let deadline = Instant::now() + Duration::from_secs(30);
     while processes_with(&mark).len() != 2 {
         assert!(
             Instant::now() < deadline,

@@ -45,7 +45,7 @@ fn on(c: &Client, url: &str) -> Client {
 async fn read_until(resp: &mut reqwest::Response, needle: &str) -> String {
     let mut body = String::new();
     while !body.contains(needle) {
-        let chunk = tokio::time::timeout(Duration::from_secs(10), resp.chunk())
+        let chunk = tokio::time::timeout(Duration::from_secs(30), resp.chunk())
             .await
             .unwrap_or_else(|_| panic!("no `{needle}` in: {body}"))
             .unwrap()
@@ -57,7 +57,7 @@ async fn read_until(resp: &mut reqwest::Response, needle: &str) -> String {
 
 async fn read_to_end(mut resp: reqwest::Response) -> String {
     let mut body = String::new();
-    while let Ok(Some(chunk)) = tokio::time::timeout(Duration::from_secs(10), resp.chunk())
+    while let Ok(Some(chunk)) = tokio::time::timeout(Duration::from_secs(30), resp.chunk())
         .await
         .expect("stream ends")
     {
@@ -111,7 +111,7 @@ async fn any_replica_serves_any_request_of_a_session() {
     )
     .await;
     assert_eq!(r.status, 200);
-    let deadline = Instant::now() + Duration::from_secs(3);
+    let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let r = cb.request(9, "ping", json!({})).await;
         if r.status == 404 {
@@ -220,10 +220,11 @@ async fn answers_and_cancellations_reach_the_replica_running_the_call() {
     let rest = read_to_end(resp).await;
     assert!(rest.contains("answered via b"), "{rest}");
 
-    // A call running on A, cancelled through B.
+    // A call running on A, cancelled through B: ended well before it would finish.
+    let slow = Duration::from_secs(40);
     let mut resp = ca
         .post_builder(
-            json!({"jsonrpc":"2.0","id":"c1","method":"tools/call","params":{"name":"fx__slow","arguments":{"ms":8000},"_meta":{"progressToken":1}}})
+            json!({"jsonrpc":"2.0","id":"c1","method":"tools/call","params":{"name":"fx__slow","arguments":{"ms":slow.as_millis() as u64},"_meta":{"progressToken":1}}})
                 .to_string(),
         )
         .send()
@@ -240,8 +241,9 @@ async fn answers_and_cancellations_reach_the_replica_running_the_call() {
     assert_eq!(r.status, 202);
     let rest = read_to_end(resp).await;
     assert!(
-        started.elapsed() < Duration::from_secs(5),
-        "cancelled, not finished"
+        started.elapsed() < slow / 2,
+        "cancelled, not finished: {:?}",
+        started.elapsed()
     );
     assert!(!rest.contains("\"result\""), "{rest}");
 }
@@ -348,7 +350,7 @@ impl Redis {
             .stderr(Stdio::null())
             .spawn()
             .expect("redis-server is installed");
-        let deadline = Instant::now() + Duration::from_secs(5);
+        let deadline = Instant::now() + Duration::from_secs(30);
         while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
             assert!(
                 Instant::now() < deadline,
@@ -392,8 +394,10 @@ async fn a_redis_outage_fails_fast_with_503_and_the_gateway_recovers_by_itself()
     assert_eq!(r.status, 503, "{}", r.body);
     assert!(r.body.contains("redis"), "names the store: {}", r.body);
     assert!(r.headers.contains_key("retry-after"));
+    // Fails, not waits: the store gives up on an operation after 2 s, and
+    // nothing here may wait on Redis for 20 s (a request would without that limit).
     assert!(
-        started.elapsed() < Duration::from_secs(8),
+        started.elapsed() < Duration::from_secs(20),
         "fails fast: {:?}",
         started.elapsed()
     );
@@ -405,7 +409,7 @@ async fn a_redis_outage_fails_fast_with_503_and_the_gateway_recovers_by_itself()
     assert_eq!(health.status(), 200, "the gateway stays up");
 
     let _back = Redis::start(port);
-    let deadline = Instant::now() + Duration::from_secs(15);
+    let deadline = Instant::now() + Duration::from_secs(30);
     let mut fresh = Client::new(&gw.url);
     loop {
         let r = fresh
@@ -472,7 +476,11 @@ async fn a_stream_whose_replica_died_ends_with_an_explicit_error_elsewhere() {
         .unwrap();
     let mut r = r;
     let mut body = String::new();
-    let deadline = Instant::now() + Duration::from_secs(20);
+    // A's liveness key lives 6 s and B looks every 2 s: the error comes within
+    // about 8 s. 30 s leaves room for a loaded machine; a stream nobody ends
+    // is read for 45 s, so it cannot pass for one that ended.
+    let within = Duration::from_secs(30);
+    let deadline = Instant::now() + within * 3 / 2;
     while let Ok(Ok(Some(chunk))) = tokio::time::timeout_at(deadline.into(), r.chunk()).await {
         body.push_str(&String::from_utf8_lossy(&chunk));
     }
@@ -480,11 +488,7 @@ async fn a_stream_whose_replica_died_ends_with_an_explicit_error_elsewhere() {
         body.contains(r#""id":"orphan""#) && body.contains("stopped before it answered"),
         "{body}"
     );
-    assert!(
-        started.elapsed() < Duration::from_secs(16),
-        "{:?}",
-        started.elapsed()
-    );
+    assert!(started.elapsed() < within, "{:?}", started.elapsed());
 }
 
 /// Two replicas on one Redis and one `gateway.state_key`, with a
@@ -632,7 +636,7 @@ async fn a_2026_retry_continues_its_call_on_any_replica() {
             .is_err(),
         "slow answers after 20 s"
     );
-    let deadline = Instant::now() + Duration::from_secs(5);
+    let deadline = Instant::now() + Duration::from_secs(30);
     while !a.logs().contains("fixture: cancelled request") {
         assert!(
             Instant::now() < deadline,
@@ -659,7 +663,7 @@ async fn a_2026_retry_whose_holder_died_is_told_to_start_again() {
     // Until A's heartbeat expires it counts as alive, but nothing hears it:
     // 503, retry shortly. Then: gone, send the request again.
     let retry = json!({"requestState": state, "inputResponses": {key: {"action": "decline"}}});
-    let deadline = Instant::now() + Duration::from_secs(15);
+    let deadline = Instant::now() + Duration::from_secs(30);
     let r = loop {
         let r = call_2026(&b.url, json!(2), tool, json!({}), retry.clone()).await;
         if r.status != 503 {

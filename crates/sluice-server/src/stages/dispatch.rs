@@ -55,7 +55,7 @@ impl Dispatch {
         Ok(match ctx.era {
             Era::Stateless => gw.wrap_created_task(up.name(), &route.exposed, result),
             Era::Session => {
-                gw.note_task(route.server.get() as usize, &ctx.session, &result);
+                gw.note_task(route.server, &ctx.session, &result);
                 result
             }
         })

@@ -18,7 +18,7 @@ pub(crate) struct Hold;
 impl Hold {
     pub(crate) async fn run(&self, gw: &Gateway, ctx: &RequestCtx) -> Flow<Fail> {
         let route = ctx.routed();
-        let Some(hold) = gw.hold_of(route.server.get() as usize, &route.name).await else {
+        let Some(hold) = gw.hold_of(route.server, &route.name).await else {
             return Flow::Next;
         };
         decided(gw, ctx, "hold", hold.code, Loud::Warn, &hold.reason);

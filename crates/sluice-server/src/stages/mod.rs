@@ -11,14 +11,18 @@ mod approval;
 mod builtin;
 mod dispatch;
 mod hold;
+mod loop_guard;
 mod output;
+mod rate;
 mod resolve;
 
 pub(crate) use approval::Approval;
 pub(crate) use builtin::Builtin;
 pub(crate) use dispatch::Dispatch;
 pub(crate) use hold::Hold;
+pub(crate) use loop_guard::LoopGuard;
 pub(crate) use output::{OutputLimits, OutputScan};
+pub(crate) use rate::RateLimit;
 pub(crate) use resolve::Resolve;
 
 use crate::error::Fail;

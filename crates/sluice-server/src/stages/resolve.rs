@@ -1,8 +1,9 @@
 use super::{Loud, decided};
+use crate::catalog::Kind;
 use crate::error::Fail;
-use crate::gateway::{Gateway, Kind};
+use crate::gateway::Gateway;
 use crate::pipeline::RequestCtx;
-use sluice_pipeline::{Flow, Route, ServerId};
+use sluice_pipeline::{Flow, Route};
 
 /// Resolve: the exposed tool name → the server that owns it and its own name.
 ///
@@ -20,8 +21,8 @@ impl Resolve {
         match gw.route_name(Kind::Tools, exposed).await {
             Ok((u, name)) => {
                 ctx.route = Some(Route {
-                    server: ServerId::new(u as u32),
-                    server_name: gw.upstreams[u].name().into(),
+                    server: u,
+                    server_name: gw.catalog.server(u).name().into(),
                     exposed: exposed.to_string(),
                     name,
                 });

@@ -10,7 +10,8 @@ use tokio::net::TcpStream;
 use tokio::process::{Child, ChildStdin, ChildStdout, Command};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_sluice-fixture");
-pub const WAIT: Duration = Duration::from_secs(10);
+/// How long anything the fixture must do may take: generous for a loaded machine.
+pub const WAIT: Duration = Duration::from_secs(30);
 
 /// The fixture over stdio.
 pub struct StdioFixture {

@@ -61,7 +61,7 @@ pub async fn collect(index: usize, mut server: Server, timeout: Duration, env: &
         env.push((TAG_VAR.into(), sluice_config::Secret(tag.clone())));
     }
     let up = Upstream::new(
-        index,
+        sluice_upstream::ServerId::new(index as u32),
         server,
         env.health.clone(),
         env.client.clone(),
