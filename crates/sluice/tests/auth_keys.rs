@@ -625,3 +625,35 @@ async fn without_auth_the_gateway_stays_on_loopback() {
     assert_eq!(code, 1);
     assert!(err.contains("auth.api_keys.pepper is not set"), "{err}");
 }
+
+/// The principal a key yields is what later stages key on: a rate limit per
+/// principal counts each key apart (not the shared client address).
+#[tokio::test]
+async fn rate_limits_count_each_key_apart() {
+    let cfg = config("")
+        + "[[limits]]\nname = \"per-key\"\nper = [\"principal\"]\nrate = \"2/hour\"\nburst = 2\n";
+    let gw = Gateway::start("auth-limits", &cfg);
+    let path = gw.dir.join("sluice.toml");
+    let (id_a, key_a) = create(&path, &["--name", "a", "--scopes", "mcp"]);
+    let (_, key_b) = create(&path, &["--name", "b", "--scopes", "mcp"]);
+    let sa = initialize(&gw.url, &key_a).await;
+    let sb = initialize(&gw.url, &key_b).await;
+    for i in 0..2 {
+        let t = format!("a{i}");
+        assert_eq!(text_of(&echo_session(&gw.url, &key_a, &sa, &t).await), t);
+    }
+    let r = echo_session(&gw.url, &key_a, &sa, "a2").await;
+    let e = &r.response()["error"];
+    assert_eq!(e["data"]["limit"], "per-key", "{}", r.body);
+    assert_eq!(
+        e["data"]["scope"],
+        format!("principal={id_a}"),
+        "{}",
+        r.body
+    );
+    // The other key has its own budget.
+    assert_eq!(
+        text_of(&echo_session(&gw.url, &key_b, &sb, "b0").await),
+        "b0"
+    );
+}
