@@ -89,7 +89,7 @@ step "Python SDK through the gateway (pytest)"
 record "python e2e" $?
 
 step "TypeScript SDK through the gateway (node --test)"
-(cd tests/e2e && timeout 600 node --test ts_client.test.mjs)
+(cd tests/e2e && timeout 600 node --test ts_client.test.mjs ts_auth.test.mjs)
 record "typescript e2e" $?
 
 # ---- conformance through the gateway ----

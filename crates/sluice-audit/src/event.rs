@@ -54,6 +54,9 @@ pub struct ToolCall {
     pub client_version: Option<String>,
     /// The client's address (HTTP), when known.
     pub remote: Option<SocketAddr>,
+    /// Who called, when authentication is on (boxed: most records of a
+    /// gateway without auth have none, and the event stays small).
+    pub caller: Option<Box<Caller>>,
     /// The tool name as the client sent it.
     pub tool: String,
     /// The server it was routed to (none when routing failed).
@@ -67,6 +70,16 @@ pub struct ToolCall {
     pub outcome: Outcome,
     /// How long the call took, in milliseconds.
     pub duration_ms: u64,
+}
+
+/// The authenticated principal of a call: its id (an API key's id), never
+/// a token, and its tenant if its credential names one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Caller {
+    /// The principal's id (an API key's id).
+    pub principal: String,
+    /// Its tenant, if any.
+    pub tenant: Option<String>,
 }
 
 /// How a tool call ended.
@@ -110,6 +123,10 @@ impl ToolCall {
         }
         if let Some(r) = self.remote {
             line.str("remote", &r.to_string());
+        }
+        if let Some(c) = &self.caller {
+            line.str("principal", &c.principal);
+            line.opt_str("tenant", c.tenant.as_deref());
         }
         line.str("tool", &self.tool);
         line.opt_str("server", self.server.as_deref());

@@ -21,7 +21,7 @@ mod verify;
 mod writer;
 
 pub use chain::GENESIS;
-pub use event::{Decision, Event, Finding, Outcome, PinHeld, ToolCall};
+pub use event::{Caller, Decision, Event, Finding, Outcome, PinHeld, ToolCall};
 pub use redact::{Arguments, REDACTED};
 pub use verify::{Broken, Problem, Verified, VerifyError, verify};
 pub use writer::OpenError;

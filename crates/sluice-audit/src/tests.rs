@@ -24,6 +24,10 @@ fn call(tool: &str, arguments: Value) -> Event {
         client_name: Some("tests".into()),
         client_version: Some("1".into()),
         remote: Some("127.0.0.1:4000".parse().unwrap()),
+        caller: Some(Box::new(Caller {
+            principal: "abcdefghijklmnop".into(),
+            tenant: Some("acme".into()),
+        })),
         tool: tool.into(),
         server: Some("srv".into()),
         upstream_tool: Some(tool.trim_start_matches("srv__").into()),
@@ -96,6 +100,8 @@ async fn records_are_chained_and_the_chain_continues_across_reopen() {
     assert_eq!(r["upstream_tool"], "d");
     assert_eq!(r["client"], json!({"name": "tests", "version": "1"}));
     assert_eq!(r["remote"], "127.0.0.1:4000");
+    assert_eq!(r["principal"], "abcdefghijklmnop");
+    assert_eq!(r["tenant"], "acme");
     assert_eq!(r["outcome"], "ok");
     assert_eq!(r["duration_ms"], 3);
     let ts = r["ts"].as_str().unwrap();

@@ -21,6 +21,7 @@ pub struct Config {
     pub defence: Defence,
     pub sessions: Sessions,
     pub audit: Audit,
+    pub auth: Auth,
     pub servers: Vec<Server>,
     /// `[[limits]]`: rate limits and quotas on client requests.
     pub limits: Vec<Limit>,
@@ -298,6 +299,48 @@ pub struct Audit {
     pub max_argument_bytes: usize,
 }
 
+/// Who may call the gateway (`[auth]`).
+#[derive(Debug, Clone)]
+pub struct Auth {
+    /// Whether every request must authenticate; see [`AuthMode`].
+    pub mode: AuthMode,
+    /// The gateway's canonical resource URI (the protected-resource metadata's
+    /// `resource`); `None` means `http://{the bound listen address}/mcp`.
+    pub public_url: Option<String>,
+    /// Scopes every request needs; missing ones get 403 `insufficient_scope`.
+    /// Default none.
+    pub required_scopes: Vec<String>,
+    /// API keys (`[auth.api_keys]`).
+    pub api_keys: ApiKeys,
+}
+
+/// Whether requests must authenticate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuthMode {
+    /// No `[auth]` mode written: open, which is allowed only on a loopback
+    /// listener (the gateway says so at start and refuses any other address).
+    Unset,
+    /// Every request to `/mcp` needs a valid credential.
+    Required,
+    /// Open, written explicitly: allowed on any address.
+    Off,
+}
+
+/// API keys (`[auth.api_keys]`).
+#[derive(Debug, Clone)]
+pub struct ApiKeys {
+    /// Accept API keys; default true.
+    pub enabled: bool,
+    /// The server-side pepper: only HMAC-SHA-256(pepper, secret) is stored.
+    /// Needed to create or verify keys; at least 32 bytes.
+    pub pepper: Option<Secret>,
+    /// The key database (SQLite); default `sluice-keys.db`, relative to the
+    /// config file. Ignored when `url` is set.
+    pub path: PathBuf,
+    /// A PostgreSQL URL: keys live there, shared by every replica.
+    pub url: Option<Secret>,
+}
+
 /// What the audit log keeps of tool-call arguments.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AuditArguments {
@@ -493,6 +536,11 @@ impl Config {
             && let Some(dir) = path.parent()
         {
             config.defence.pins_path = dir.join(&config.defence.pins_path);
+        }
+        if config.auth.api_keys.path.is_relative()
+            && let Some(dir) = path.parent()
+        {
+            config.auth.api_keys.path = dir.join(&config.auth.api_keys.path);
         }
         if config.audit.path.is_relative()
             && let Some(dir) = path.parent()

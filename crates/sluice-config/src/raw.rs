@@ -23,6 +23,7 @@ pub(crate) struct RawConfig {
     sessions: RawSessions,
     #[serde(default)]
     audit: RawAudit,
+    auth: Option<RawAuth>,
     #[serde(default)]
     servers: Vec<RawServer>,
     #[serde(default)]
@@ -69,6 +70,25 @@ struct RawAudit {
     #[serde(default)]
     redact_keys: Vec<String>,
     max_argument_bytes: Option<i64>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawAuth {
+    mode: Option<String>,
+    public_url: Option<String>,
+    required_scopes: Option<Vec<String>>,
+    #[serde(default)]
+    api_keys: RawApiKeys,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawApiKeys {
+    enabled: Option<bool>,
+    pepper: Option<String>,
+    path: Option<String>,
+    url: Option<String>,
 }
 
 #[derive(Deserialize, Default)]
@@ -724,8 +744,11 @@ pub(crate) fn validate(
         scan_outputs: raw.defence.scan_outputs.unwrap_or(true),
     };
 
+    let auth = auth(&mut c, raw.auth.as_ref());
+
     if c.problems.is_empty() {
         Ok(Config {
+            auth,
             defence,
             listen,
             gateway,
@@ -740,6 +763,113 @@ pub(crate) fn validate(
         Err(ConfigError {
             problems: c.problems,
         })
+    }
+}
+
+/// Checks a PostgreSQL URL (already expanded) without echoing it: it may
+/// carry a password.
+fn postgres_url(c: &mut Check<'_>, key: &str, raw: &str) -> Secret {
+    let before = c.problems.len();
+    let url = c.expand(key, raw);
+    if c.problems.len() == before
+        && !(url.starts_with("postgres://") || url.starts_with("postgresql://"))
+    {
+        c.fail(
+            key,
+            "must be a PostgreSQL URL starting with postgres:// or postgresql://",
+        );
+    }
+    Secret(url)
+}
+
+/// The `[auth]` section.
+fn auth(c: &mut Check<'_>, ra: Option<&RawAuth>) -> Auth {
+    let default = RawAuth::default();
+    let ra = ra.unwrap_or(&default);
+    let mode = match ra.mode.as_deref() {
+        None => AuthMode::Unset,
+        Some("required") => AuthMode::Required,
+        Some("off") => AuthMode::Off,
+        Some(other) => {
+            c.fail(
+                "auth.mode",
+                format!("`{other}` is not one of \"required\", \"off\""),
+            );
+            AuthMode::Unset
+        }
+    };
+    let public_url = match ra.public_url.as_deref() {
+        None => None,
+        Some(u) => {
+            let u = c.expand("auth.public_url", u);
+            let scheme_ok = u.starts_with("http://") || u.starts_with("https://");
+            let rest = u.split_once("://").map_or("", |(_, r)| r);
+            if !scheme_ok || rest.is_empty() || rest.starts_with('/') {
+                c.fail(
+                    "auth.public_url",
+                    format!("`{u}` must be an absolute http:// or https:// URL like https://mcp.example.com/mcp"),
+                );
+            } else if u.contains(['?', '#']) {
+                c.fail("auth.public_url", "must not have a query or fragment");
+            }
+            Some(u)
+        }
+    };
+    let required_scopes = ra.required_scopes.clone().unwrap_or_default();
+    for (i, s) in required_scopes.iter().enumerate() {
+        if s.is_empty()
+            || !s
+                .bytes()
+                .all(|b| b.is_ascii_graphic() && b != b'"' && b != b'\\')
+        {
+            c.fail(
+                format!("auth.required_scopes[{i}]"),
+                "a scope is printable ASCII without spaces, quotes or backslashes",
+            );
+        }
+    }
+    let rk = &ra.api_keys;
+    let pepper = rk.pepper.as_deref().map(|p| {
+        let before = c.problems.len();
+        let p = c.expand("auth.api_keys.pepper", p);
+        if c.problems.len() == before && p.len() < 32 {
+            c.fail(
+                "auth.api_keys.pepper",
+                "must be at least 32 bytes (e.g. 64 hex characters)",
+            );
+        }
+        Secret(p)
+    });
+    let api_keys = ApiKeys {
+        enabled: rk.enabled.unwrap_or(true),
+        path: PathBuf::from(c.expand(
+            "auth.api_keys.path",
+            rk.path.as_deref().unwrap_or("sluice-keys.db"),
+        )),
+        url: rk
+            .url
+            .as_deref()
+            .map(|u| postgres_url(c, "auth.api_keys.url", u)),
+        pepper,
+    };
+    if mode == AuthMode::Required {
+        if !api_keys.enabled {
+            c.fail(
+                "auth.api_keys.enabled",
+                "auth.mode = \"required\" needs a way to authenticate: enable API keys",
+            );
+        } else if api_keys.pepper.is_none() {
+            c.fail(
+                "auth.api_keys.pepper",
+                "must be set when auth.mode = \"required\" (e.g. pepper = \"${SLUICE_KEY_PEPPER}\")",
+            );
+        }
+    }
+    Auth {
+        mode,
+        public_url,
+        required_scopes,
+        api_keys,
     }
 }
 
@@ -1044,5 +1174,86 @@ mod tests {
             ["sessions.sse_after", "sessions.sse_keepalive"],
             "{err}"
         );
+    }
+
+    #[test]
+    fn auth_defaults_to_unset() {
+        let c = Config::parse("[listen]\naddr = \"127.0.0.1:9000\"\n", &env).unwrap();
+        assert_eq!(c.auth.mode, AuthMode::Unset);
+        assert_eq!(c.auth.public_url, None);
+        assert!(c.auth.required_scopes.is_empty());
+        assert!(c.auth.api_keys.enabled);
+        assert!(c.auth.api_keys.pepper.is_none());
+        assert_eq!(c.auth.api_keys.path, PathBuf::from("sluice-keys.db"));
+        assert!(c.auth.api_keys.url.is_none());
+    }
+
+    #[test]
+    fn auth_section_from_the_issue_parses_with_its_pepper_from_the_environment() {
+        let pepper = |k: &str| (k == "PEPPER").then(|| "p".repeat(40));
+        let c = Config::parse(
+            "[auth]\nmode = \"required\"\npublic_url = \"https://mcp.example.com/mcp\"\nrequired_scopes = [\"mcp\"]\n[auth.api_keys]\nenabled = true\npepper = \"${PEPPER}\"\nurl = \"postgres://u:pw@db/keys\"\n",
+            &pepper,
+        )
+        .unwrap();
+        assert_eq!(c.auth.mode, AuthMode::Required);
+        assert_eq!(
+            c.auth.public_url.as_deref(),
+            Some("https://mcp.example.com/mcp")
+        );
+        assert_eq!(c.auth.required_scopes, ["mcp"]);
+        assert_eq!(
+            c.auth.api_keys.pepper.as_ref().unwrap().expose(),
+            "p".repeat(40)
+        );
+        assert!(
+            !format!("{:?}", c.auth).contains("pppp"),
+            "the pepper is redacted"
+        );
+        assert!(
+            !format!("{:?}", c.auth).contains("pw@"),
+            "the URL is redacted"
+        );
+    }
+
+    #[test]
+    fn auth_problems_name_their_keys_and_never_the_secrets() {
+        let err = Config::parse(
+            "[auth]\nmode = \"maybe\"\npublic_url = \"ftp://x\"\nrequired_scopes = [\"a b\"]\n[auth.api_keys]\npepper = \"short-secret\"\nurl = \"mysql://u:hunter2@db\"\n",
+            &env,
+        )
+        .unwrap_err();
+        let keys: Vec<&str> = err.problems.iter().map(|p| p.key.as_str()).collect();
+        assert_eq!(
+            keys,
+            [
+                "auth.mode",
+                "auth.public_url",
+                "auth.required_scopes[0]",
+                "auth.api_keys.pepper",
+                "auth.api_keys.url"
+            ],
+            "{err}"
+        );
+        let text = err.to_string();
+        assert!(
+            !text.contains("short-secret") && !text.contains("hunter2"),
+            "{text}"
+        );
+        let err = Config::parse("[auth]\nmode = \"required\"\n", &env).unwrap_err();
+        assert_eq!(err.problems[0].key, "auth.api_keys.pepper", "{err}");
+        let err = Config::parse(
+            "[auth]\nmode = \"required\"\n[auth.api_keys]\nenabled = false\n",
+            &env,
+        )
+        .unwrap_err();
+        assert_eq!(err.problems[0].key, "auth.api_keys.enabled", "{err}");
+        let err = Config::parse("[auth.api_keys]\npepper = \"${NOPE}\"\n", &env).unwrap_err();
+        assert_eq!(err.problems.len(), 1, "{err}");
+        assert!(err.to_string().contains("NOPE is not set"), "{err}");
+        let err = Config::parse("[auth]\nmod = \"off\"\n", &env).unwrap_err();
+        assert!(err.to_string().contains("unknown field `mod`"), "{err}");
+        let c = Config::parse("[auth]\nmode = \"off\"\n", &env).unwrap();
+        assert_eq!(c.auth.mode, AuthMode::Off);
     }
 }

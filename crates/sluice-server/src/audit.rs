@@ -18,7 +18,7 @@ use crate::pipeline::{Outcome as CallOutcome, RequestCtx};
 use crate::session::Session;
 use serde_json::Value;
 use serde_json::value::RawValue;
-use sluice_audit::{AuditLog, Decision, Event, Finding, Outcome, PinHeld, ToolCall};
+use sluice_audit::{AuditLog, Caller, Decision, Event, Finding, Outcome, PinHeld, ToolCall};
 use sluice_scan::Report;
 use sluice_upstream::UpstreamError;
 use std::collections::HashSet;
@@ -65,6 +65,7 @@ pub(crate) struct CallNote {
     client_name: Option<String>,
     client_version: Option<String>,
     remote: Option<std::net::SocketAddr>,
+    caller: Option<Box<Caller>>,
     tool: String,
     server: Option<String>,
     upstream_tool: Option<String>,
@@ -96,6 +97,12 @@ impl CallNote {
         note.client_name = info("name");
         note.client_version = info("version");
         note.remote = ctx.remote;
+        note.caller = ctx.principal.as_ref().map(|p| {
+            Box::new(Caller {
+                principal: p.id.to_string(),
+                tenant: ctx.tenant.as_ref().map(|t| t.0.to_string()),
+            })
+        });
         note
     }
 
@@ -109,6 +116,7 @@ impl CallNote {
             client_name: None,
             client_version: None,
             remote: None,
+            caller: None,
             tool: String::new(),
             server: None,
             upstream_tool: None,
@@ -135,6 +143,7 @@ impl CallNote {
             client_name: self.client_name.take(),
             client_version: self.client_version.take(),
             remote: self.remote,
+            caller: self.caller.take(),
             tool: std::mem::take(&mut self.tool),
             server: self.server.take(),
             upstream_tool: self.upstream_tool.take(),

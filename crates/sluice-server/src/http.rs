@@ -15,15 +15,17 @@ use crate::sessions::CreateError;
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{Request, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use futures_util::stream::{self, BoxStream, StreamExt};
 use serde_json::json;
+use sluice_auth::{Authenticator, Denied};
 use sluice_config::Listen;
 use sluice_mcp::jsonrpc::{self, Message};
 use sluice_mcp::version::{self, header as mcp_header};
 use sluice_mcp::{RpcError, sse};
+use sluice_pipeline::Principal;
 use sluice_store::StreamMeta;
 use std::sync::Arc;
 use std::time::Duration;
@@ -33,6 +35,9 @@ use tokio::sync::mpsc;
 struct AppState {
     gw: Arc<Gateway>,
     guard: Arc<Guard>,
+    /// Present when `auth.mode = "required"`: every request to `/mcp` must
+    /// authenticate.
+    auth: Option<Arc<Authenticator>>,
 }
 
 /// Origin and Host validation against DNS rebinding.
@@ -42,8 +47,9 @@ struct Guard {
     max_body: usize,
 }
 
-/// The router: `/mcp`, `/healthz`, `/readyz`.
-pub fn router(gw: Arc<Gateway>) -> Router {
+/// The router: `/mcp`, `/healthz`, `/readyz`, and with `auth` the
+/// protected-resource metadata (RFC 9728) at its root and path-inserted forms.
+pub fn router(gw: Arc<Gateway>, auth: Option<Arc<Authenticator>>) -> Router {
     let listen: &Listen = &gw.config.listen;
     let guard = Arc::new(Guard {
         allowed_origins: listen.allowed_origins.clone(),
@@ -54,8 +60,16 @@ pub fn router(gw: Arc<Gateway>) -> Router {
             .collect(),
         max_body: listen.max_body_bytes,
     });
-    Router::new()
-        .route("/mcp", get(get_mcp).post(post_mcp).delete(delete_mcp))
+    let mut r = Router::new();
+    if auth.is_some() {
+        r = r
+            .route(sluice_auth::METADATA_PREFIX, get(resource_metadata))
+            .route(
+                &format!("{}/mcp", sluice_auth::METADATA_PREFIX),
+                get(resource_metadata),
+            );
+    }
+    r.route("/mcp", get(get_mcp).post(post_mcp).delete(delete_mcp))
         .route(
             "/healthz",
             get(|| async { json_response(json!({"status": "ok"}).to_string()) }),
@@ -63,12 +77,14 @@ pub fn router(gw: Arc<Gateway>) -> Router {
         .route("/readyz", get(readyz))
         .route("/admin/servers", get(admin_servers))
         .route("/metrics", get(metrics))
-        .with_state(AppState { gw, guard })
+        .with_state(AppState { gw, guard, auth })
 }
 
 /// Serves until `shutdown` resolves; ends idle sessions in the background.
+/// With `auth`, requests to `/mcp` must authenticate.
 pub async fn serve(
     gw: Arc<Gateway>,
+    auth: Option<Arc<Authenticator>>,
     listener: tokio::net::TcpListener,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
@@ -85,7 +101,7 @@ pub async fn serve(
             }
         }
     });
-    let app = router(gw).into_make_service_with_connect_info::<std::net::SocketAddr>();
+    let app = router(gw, auth).into_make_service_with_connect_info::<std::net::SocketAddr>();
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)
         .await
@@ -177,6 +193,107 @@ impl Guard {
     }
 }
 
+// ----- authentication ---------------------------------------------------------
+
+/// The principal of a request to `/mcp`: `None` when authentication is off,
+/// or the refusal (400, 401, 403, 503) with its `WWW-Authenticate` challenge.
+/// The token is never logged, echoed or forwarded.
+async fn authenticate(
+    st: &AppState,
+    headers: &HeaderMap,
+    uri: &Uri,
+) -> Result<Option<Principal>, Response> {
+    let Some(auth) = &st.auth else {
+        return Ok(None);
+    };
+    let verdict = match auth.check_query(uri.query()) {
+        Err(d) => Err(d),
+        Ok(()) => {
+            auth.authenticate(
+                headers
+                    .get_all(header::AUTHORIZATION)
+                    .iter()
+                    .map(HeaderValue::as_bytes),
+            )
+            .await
+        }
+    };
+    match verdict {
+        Ok(p) => Ok(Some(p)),
+        Err(d) => {
+            refused(&st.gw, d.code(), &d);
+            Err(denied(auth, &d))
+        }
+    }
+}
+
+/// Logs and counts an authentication refusal like any stage decision
+/// (`sluice_stage_decisions_total{stage="authenticate"}`).
+fn refused(gw: &Gateway, decision: &'static str, reason: &dyn std::fmt::Display) {
+    gw.metrics
+        .stage_decisions
+        .get_or_create(&crate::metrics::StageLabels {
+            stage: "authenticate",
+            decision,
+        })
+        .inc();
+    tracing::info!(stage = "authenticate", decision, %reason, "stage decision");
+}
+
+/// A refusal on the wire: the status, the challenge, and a JSON-RPC error
+/// naming what was wrong (`data.sluice.code`).
+fn denied(auth: &Authenticator, d: &Denied) -> Response {
+    let status = StatusCode::from_u16(d.status()).unwrap_or(StatusCode::UNAUTHORIZED);
+    let reason = status.canonical_reason().unwrap_or("Unauthorized");
+    let err = RpcError::new(-32001, format!("{reason}: {d}"))
+        .with_data(json!({"sluice": {"code": d.code()}}));
+    let mut r = Rejection(status, err).into_response();
+    if status != StatusCode::SERVICE_UNAVAILABLE
+        && let Ok(v) = HeaderValue::from_str(&auth.challenge(d))
+    {
+        r.headers_mut().insert(header::WWW_AUTHENTICATE, v);
+    }
+    r
+}
+
+/// `GET /.well-known/oauth-protected-resource[/mcp]`: where to authenticate
+/// and how (RFC 9728).
+async fn resource_metadata(State(st): State<AppState>) -> Response {
+    match &st.auth {
+        Some(a) => json_response(a.metadata().to_string()),
+        None => StatusCode::NOT_FOUND.into_response(),
+    }
+}
+
+/// 404, as for an unknown session, when the session belongs to another
+/// principal than the request's (its existence is not disclosed).
+fn check_owner(
+    gw: &Gateway,
+    sess: &Session,
+    principal: &Option<Principal>,
+) -> Result<(), Rejection> {
+    if sess.principal.as_deref() == principal.as_ref().map(|p| &*p.id) {
+        sess.set_authenticated(principal.clone());
+        return Ok(());
+    }
+    let who = principal.as_ref().map_or("no principal", |p| &*p.id);
+    refused(
+        gw,
+        "session_of_another_principal",
+        &format_args!(
+            "{who} presented session {}, which belongs to another principal",
+            sess.id
+        ),
+    );
+    Err(Rejection(
+        StatusCode::NOT_FOUND,
+        RpcError::new(
+            -32001,
+            "Session not found: it ended or never existed; initialize a new session",
+        ),
+    ))
+}
+
 /// The session named by `Mcp-Session-Id`: 400 when absent, 404 when unknown
 /// or ended, 503 when the session store cannot be reached.
 async fn session(gw: &Gateway, headers: &HeaderMap) -> Result<Arc<Session>, Rejection> {
@@ -251,6 +368,10 @@ async fn post_mcp(State(st): State<AppState>, req: Request) -> Response {
     if let Err(r) = st.guard.check(&headers) {
         return r.into_response();
     }
+    let principal = match authenticate(&st, &headers, &parts.uri).await {
+        Ok(p) => p,
+        Err(r) => return r,
+    };
     let ct_ok = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -287,9 +408,9 @@ async fn post_mcp(State(st): State<AppState>, req: Request) -> Response {
         }
     };
     if modern::selects_modern(&headers) {
-        return crate::session::REMOTE_ADDR
-            .scope(remote, modern::post(&st.gw, &headers, bytes))
-            .await;
+        let call =
+            crate::session::PRINCIPAL.scope(principal, modern::post(&st.gw, &headers, bytes));
+        return crate::session::REMOTE_ADDR.scope(remote, call).await;
     }
     let msg = match Message::parse(&bytes) {
         Ok(m) => m,
@@ -306,12 +427,17 @@ async fn post_mcp(State(st): State<AppState>, req: Request) -> Response {
     if let Message::Request(r) = &msg
         && r.method == "initialize"
     {
-        return initialize(&st.gw, r).await;
+        return crate::session::PRINCIPAL
+            .scope(principal, initialize(&st.gw, r))
+            .await;
     }
     let sess = match session(&st.gw, &headers).await {
         Ok(s) => s,
         Err(r) => return r.into_response(),
     };
+    if let Err(r) = check_owner(&st.gw, &sess, &principal) {
+        return r.into_response();
+    }
     if let Err(r) = check_version(&headers) {
         return r.into_response();
     }
@@ -595,10 +721,14 @@ impl Drop for OpenStream {
 
 // ----- GET --------------------------------------------------------------------
 
-async fn get_mcp(State(st): State<AppState>, headers: HeaderMap) -> Response {
+async fn get_mcp(State(st): State<AppState>, uri: Uri, headers: HeaderMap) -> Response {
     if let Err(r) = st.guard.check(&headers) {
         return r.into_response();
     }
+    let principal = match authenticate(&st, &headers, &uri).await {
+        Ok(p) => p,
+        Err(r) => return r,
+    };
     if modern::selects_modern(&headers) {
         return not_in_2026();
     }
@@ -614,6 +744,9 @@ async fn get_mcp(State(st): State<AppState>, headers: HeaderMap) -> Response {
         Ok(s) => s,
         Err(r) => return r.into_response(),
     };
+    if let Err(r) = check_owner(&st.gw, &sess, &principal) {
+        return r.into_response();
+    }
     if let Err(r) = check_version(&headers) {
         return r.into_response();
     }
@@ -816,10 +949,14 @@ fn not_in_2026() -> Response {
 
 // ----- DELETE -----------------------------------------------------------------
 
-async fn delete_mcp(State(st): State<AppState>, headers: HeaderMap) -> Response {
+async fn delete_mcp(State(st): State<AppState>, uri: Uri, headers: HeaderMap) -> Response {
     if let Err(r) = st.guard.check(&headers) {
         return r.into_response();
     }
+    let principal = match authenticate(&st, &headers, &uri).await {
+        Ok(p) => p,
+        Err(r) => return r,
+    };
     if modern::selects_modern(&headers) {
         return not_in_2026();
     }
@@ -827,6 +964,9 @@ async fn delete_mcp(State(st): State<AppState>, headers: HeaderMap) -> Response 
         Ok(s) => s,
         Err(r) => return r.into_response(),
     };
+    if let Err(r) = check_owner(&st.gw, &sess, &principal) {
+        return r.into_response();
+    }
     if let Err(e) = st.gw.end_session(&sess.id).await {
         return store_unavailable(&e).into_response();
     }

@@ -45,9 +45,9 @@ pub(crate) struct RequestCtx {
     pub out: Arc<dyn Outbound>,
     /// The client's address, when it came over the network.
     pub remote: Option<SocketAddr>,
-    /// Who is calling: filled by the authenticate stage (identity issue).
+    /// Who is calling: the principal the HTTP front end verified (`[auth]`).
     pub principal: Option<Principal>,
-    /// The principal's tenant: filled with the principal.
+    /// The principal's tenant, if its credential names one.
     pub tenant: Option<TenantId>,
     /// The tool or prompt name the client used, once read.
     pub tool: Option<String>,
@@ -67,15 +67,18 @@ impl RequestCtx {
         } else {
             Era::Session
         };
+        let principal = session.authenticated();
+        let who = principal.as_ref().map(|p| &*p.id);
+        let span = tracing::debug_span!("request", method, era = era.as_str(), session = %session.id, principal = who);
         RequestCtx {
+            tenant: principal.as_ref().and_then(|p| p.tenant.clone()),
+            principal,
             era,
-            span: tracing::debug_span!("request", method, era = era.as_str(), session = %session.id),
+            span,
             method: method.to_string(),
             remote: session.remote(),
             session: session.clone(),
             out,
-            principal: None,
-            tenant: None,
             tool: None,
             route: None,
             deadline: None,

@@ -25,6 +25,10 @@ tokio::task_local! {
     /// session made for that one request (2026-07-28) knows it without every
     /// function on the way passing it along.
     pub(crate) static REMOTE_ADDR: Option<std::net::SocketAddr>;
+    /// The principal the HTTP front end authenticated for the request it is
+    /// serving: a session made meanwhile (by `initialize`, or for one 2026
+    /// request) is bound to it.
+    pub(crate) static PRINCIPAL: Option<sluice_pipeline::Principal>;
 }
 
 /// Somewhere to send messages to the client: an SSE stream or stdout.
@@ -41,7 +45,12 @@ pub struct Session {
     pub protocol_version: &'static str,
     pub client_capabilities: Value,
     pub client_info: Value,
+    /// The id of the principal that created the session: only it may use
+    /// the session (another gets 404). `None` when authentication is off.
     pub principal: Option<String>,
+    /// The principal as verified at the session's latest request (its
+    /// tenant and scopes), for the pipeline's `RequestCtx`.
+    authenticated: Mutex<Option<sluice_pipeline::Principal>>,
     /// The replica holding this session's standalone stream.
     pub(crate) standalone_owner: Mutex<Option<String>>,
     created_ms: u64,
@@ -70,12 +79,14 @@ impl Session {
         client_capabilities: Value,
         client_info: Value,
     ) -> Self {
+        let authenticated = PRINCIPAL.try_with(|p| p.clone()).ok().flatten();
         let s = Session {
             id,
             protocol_version,
             client_capabilities,
             client_info,
-            principal: None,
+            principal: authenticated.as_ref().map(|p| p.id.to_string()),
+            authenticated: Mutex::new(authenticated),
             standalone_owner: Mutex::new(None),
             created_ms: now_ms(),
             stored_touch_ms: AtomicU64::new(now_ms()),
@@ -104,7 +115,9 @@ impl Session {
             rec.client_capabilities.clone(),
             rec.client_info.clone(),
         );
+        // Bound to whoever created it, not to the request that loads it.
         s.principal = rec.principal.clone();
+        *s.authenticated.get_mut().unwrap() = None;
         *s.standalone_owner.get_mut().unwrap() = rec.standalone_owner.clone();
         s.created_ms = rec.created_ms;
         *s.log_level.get_mut().unwrap() = rec.log_level.clone();
@@ -136,6 +149,19 @@ impl Session {
     /// The client's address at its latest HTTP request, if known.
     pub fn remote(&self) -> Option<std::net::SocketAddr> {
         *self.remote.lock().unwrap()
+    }
+
+    /// The principal verified at the session's latest request, if any.
+    pub fn authenticated(&self) -> Option<sluice_pipeline::Principal> {
+        self.authenticated.lock().unwrap().clone()
+    }
+
+    /// Records the principal verified for the request being served (the
+    /// front end has checked it is the one the session is bound to).
+    pub(crate) fn set_authenticated(&self, p: Option<sluice_pipeline::Principal>) {
+        if p.is_some() {
+            *self.authenticated.lock().unwrap() = p;
+        }
     }
 
     pub(crate) fn set_remote(&self, addr: Option<std::net::SocketAddr>) {

@@ -8,8 +8,10 @@
 //! async methods without boxing.
 //!
 //! The pins of tool definitions ([`PinStore`]) live here too: in SQLite (one
-//! gateway), or in PostgreSQL shared by every replica (`defence.pins_url`).
+//! gateway), or in PostgreSQL shared by every replica (`defence.pins_url`),
+//! and so do the API key records ([`KeyStore`], `auth.api_keys.url`).
 
+mod keys;
 mod limits_redis;
 mod memory;
 mod pins;
@@ -17,6 +19,7 @@ mod pins_pg;
 mod redis_store;
 mod sqlite;
 
+pub use keys::{KeyRecord, KeyStore};
 pub use limits_redis::{Budget, RedisLimits};
 pub use pins::{PinRow, PinStatus, PinStore};
 pub use redis_store::{Bus, BusMessage};
@@ -80,10 +83,14 @@ pub enum StoreError {
 
 /// "the session store (redis)", or "the pin store (postgres)" for `pins (postgres)`.
 fn store_name(store: &str) -> String {
-    match (store.strip_prefix("pins "), store.strip_prefix("limits ")) {
-        (Some(backend), _) => format!("the pin store {backend}"),
-        (_, Some(backend)) => format!("the limit store {backend}"),
-        _ => format!("the session store ({store})"),
+    if let Some(backend) = store.strip_prefix("pins ") {
+        format!("the pin store {backend}")
+    } else if let Some(backend) = store.strip_prefix("keys ") {
+        format!("the key store {backend}")
+    } else if let Some(backend) = store.strip_prefix("limits ") {
+        format!("the limit store {backend}")
+    } else {
+        format!("the session store ({store})")
     }
 }
 

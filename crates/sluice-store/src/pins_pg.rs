@@ -22,7 +22,7 @@ use tokio_postgres::{Client, NoTls};
 /// How long connecting may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long one operation may take before the store counts as unavailable.
-const OP_TIMEOUT: Duration = Duration::from_secs(5);
+pub(crate) const OP_TIMEOUT: Duration = Duration::from_secs(5);
 /// After a failed connection attempt, calls fail at once for this long
 /// instead of each waiting for an attempt of its own.
 const RETRY_AFTER: Duration = Duration::from_secs(1);
@@ -45,9 +45,27 @@ COMMIT;";
 
 const STORE: &str = "pins (postgres)";
 
-fn unavailable(reason: impl Into<String>) -> StoreError {
+/// What one PostgreSQL-backed store is: its name in errors ("pins
+/// (postgres)"), the config key of its URL, and the schema made on connect.
+#[derive(Clone, Copy)]
+pub(crate) struct PgKind {
+    pub(crate) store: &'static str,
+    pub(crate) url_key: &'static str,
+    pub(crate) schema: &'static str,
+    /// What the schema holds, for errors ("the pin tables").
+    pub(crate) tables: &'static str,
+}
+
+const PINS: PgKind = PgKind {
+    store: STORE,
+    url_key: "defence.pins_url",
+    schema: SCHEMA,
+    tables: "the pin tables",
+};
+
+fn unavailable_in(store: &'static str, reason: impl Into<String>) -> StoreError {
     StoreError::Unavailable {
-        store: STORE,
+        store,
         reason: reason.into(),
     }
 }
@@ -111,16 +129,19 @@ pub(crate) fn redact(url: &str) -> String {
     format!("{scheme}://{authority}{tail}")
 }
 
+/// One lazily re-made PostgreSQL connection (the pins', or another store's:
+/// see [`PgKind`]).
 pub(crate) struct PgPins {
+    kind: PgKind,
     config: tokio_postgres::Config,
     /// The URL without its password.
     shown: String,
-    conn: Mutex<Conn>,
+    pub(crate) conn: Mutex<Conn>,
 }
 
 #[derive(Default)]
-struct Conn {
-    client: Option<Client>,
+pub(crate) struct Conn {
+    pub(crate) client: Option<Client>,
     /// The last failed connection attempt: when, and why.
     failed: Option<(Instant, String)>,
 }
@@ -128,33 +149,44 @@ struct Conn {
 /// Runs an operation (`$op`, a future using the client `$c`) on the
 /// connection, made first if need be, within `OP_TIMEOUT`; see `settle`.
 macro_rules! on_client {
-    ($self:ident, retry = $retry:expr, |$c:ident| $op:expr) => {{
+    ($self:expr, retry = $retry:expr, |$c:ident| $op:expr) => {{
         let mut g = $self.conn.lock().await;
         let mut again = $retry;
         loop {
             let fresh = $self.connect(&mut g).await?;
             let $c = g.client.as_mut().expect("connected");
-            let r = tokio::time::timeout(OP_TIMEOUT, $op).await;
+            let r = tokio::time::timeout($crate::pins_pg::OP_TIMEOUT, $op).await;
             if let Some(out) = $self.settle(&mut g, r, fresh, &mut again) {
                 break out;
             }
         }
     }};
 }
+pub(crate) use on_client;
 
 impl PgPins {
     pub(crate) async fn open(url: &str) -> Result<Self, StoreError> {
+        Self::open_as(url, PINS).await
+    }
+
+    /// Opens a connection for the store `kind` describes.
+    pub(crate) async fn open_as(url: &str, kind: PgKind) -> Result<Self, StoreError> {
         let shown = redact(url);
         let mut config: tokio_postgres::Config = url.parse().map_err(|e| {
-            unavailable(format!(
-                "defence.pins_url ({shown}) is not a valid PostgreSQL URL: {e}"
-            ))
+            unavailable_in(
+                kind.store,
+                format!(
+                    "{} ({shown}) is not a valid PostgreSQL URL: {e}",
+                    kind.url_key
+                ),
+            )
         })?;
         config.connect_timeout(CONNECT_TIMEOUT);
         if config.get_application_name().is_none() {
             config.application_name("sluice");
         }
         let pins = PgPins {
+            kind,
             config,
             shown,
             conn: Mutex::new(Conn::default()),
@@ -174,7 +206,7 @@ impl PgPins {
     }
 
     /// Makes sure `g` holds an open connection; true if it was made now.
-    async fn connect(&self, g: &mut Conn) -> Result<bool, StoreError> {
+    pub(crate) async fn connect(&self, g: &mut Conn) -> Result<bool, StoreError> {
         if g.client.as_ref().is_some_and(|c| !c.is_closed()) {
             return Ok(false);
         }
@@ -182,7 +214,7 @@ impl PgPins {
         if let Some((at, why)) = &g.failed
             && at.elapsed() < RETRY_AFTER
         {
-            return Err(unavailable(why.clone()));
+            return Err(unavailable_in(self.kind.store, why.clone()));
         }
         match self.connect_now().await {
             Ok(c) => {
@@ -192,7 +224,7 @@ impl PgPins {
             }
             Err(why) => {
                 g.failed = Some((Instant::now(), why.clone()));
-                Err(unavailable(why))
+                Err(unavailable_in(self.kind.store, why))
             }
         }
     }
@@ -211,20 +243,22 @@ impl PgPins {
                 Ok(Ok(pair)) => pair,
             };
         let at = shown.clone();
+        let store = self.kind.store;
         tokio::spawn(async move {
             // Ends when the client is dropped (Ok) or the connection is lost.
             if let Err(e) = connection.await {
-                tracing::warn!(pins = %at, error = %describe(&e), "connection to the pin store (postgres) lost; it is made again on next use");
+                tracing::warn!(location = %at, store, error = %describe(&e), "connection to PostgreSQL lost; it is made again on next use");
             }
         });
-        match tokio::time::timeout(OP_TIMEOUT, client.batch_execute(SCHEMA)).await {
+        let tables = self.kind.tables;
+        match tokio::time::timeout(OP_TIMEOUT, client.batch_execute(self.kind.schema)).await {
             Ok(Ok(())) => Ok(client),
             Ok(Err(e)) => Err(format!(
-                "cannot create the pin tables in {shown}: {}",
+                "cannot create {tables} in {shown}: {}",
                 describe(&e)
             )),
             Err(_) => Err(format!(
-                "{shown} did not create the pin tables within {} s",
+                "{shown} did not create {tables} within {} s",
                 OP_TIMEOUT.as_secs()
             )),
         }
@@ -234,7 +268,7 @@ impl PgPins {
     /// more. A broken connection (say, PostgreSQL restarted since its last
     /// use) is dropped; with `again`, and if it was not new, the operation
     /// runs once more on a new one.
-    fn settle<T>(
+    pub(crate) fn settle<T>(
         &self,
         g: &mut Conn,
         r: Result<Result<T, tokio_postgres::Error>, tokio::time::error::Elapsed>,
@@ -251,19 +285,21 @@ impl PgPins {
                         return None;
                     }
                 }
-                Some(Err(unavailable(format!(
-                    "{}: {}",
-                    self.shown,
-                    describe(&e)
-                ))))
+                Some(Err(unavailable_in(
+                    self.kind.store,
+                    format!("{}: {}", self.shown, describe(&e)),
+                )))
             }
             Err(_) => {
                 g.client = None;
-                Some(Err(unavailable(format!(
-                    "{} did not answer within {} s",
-                    self.shown,
-                    OP_TIMEOUT.as_secs()
-                ))))
+                Some(Err(unavailable_in(
+                    self.kind.store,
+                    format!(
+                        "{} did not answer within {} s",
+                        self.shown,
+                        OP_TIMEOUT.as_secs()
+                    ),
+                )))
             }
         }
     }

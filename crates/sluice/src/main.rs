@@ -2,7 +2,7 @@
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use sluice_config::Config;
+use sluice_config::{AuthMode, Config};
 use sluice_server::Gateway;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -10,6 +10,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 mod audit;
+mod keys;
 mod pins;
 mod scan_config;
 
@@ -55,6 +56,13 @@ enum Command {
         config: PathBuf,
         #[command(subcommand)]
         command: pins::PinsCommand,
+    },
+    /// Create, list, revoke and rotate API keys (`[auth.api_keys]`).
+    Keys {
+        #[arg(long, short, default_value = "sluice.toml", global = true)]
+        config: PathBuf,
+        #[command(subcommand)]
+        command: keys::KeysCommand,
     },
     /// Check the hash chain of an audit log.
     Audit {
@@ -130,7 +138,8 @@ fn main() -> ExitCode {
         Command::Serve { config, .. }
         | Command::Stdio { config }
         | Command::Check { config }
-        | Command::Pins { config, .. } => config.clone(),
+        | Command::Pins { config, .. }
+        | Command::Keys { config, .. } => config.clone(),
         Command::Audit { command } => return audit::run(command),
         Command::Scan {
             definitions,
@@ -163,6 +172,7 @@ fn main() -> ExitCode {
             return ExitCode::SUCCESS;
         }
         Command::Pins { command, .. } => return pins::run(&config, command),
+        Command::Keys { command, .. } => return keys::run(&config, command),
         Command::Serve { listen, .. } => run(serve(config, listen)),
         Command::Stdio { .. } => run(stdio(config)),
         Command::Scan { .. } | Command::Audit { .. } => unreachable!("handled above"),
@@ -224,22 +234,64 @@ async fn serve(mut config: Config, listen: Option<SocketAddr>) -> anyhow::Result
         config.listen.addr = addr;
     }
     let addr = config.listen.addr;
+    check_exposure(&config)?;
     if !addr.ip().is_loopback() && config.listen.allowed_hosts.is_empty() {
         tracing::warn!(%addr, "listening beyond loopback, but only loopback Host headers are allowed; set listen.allowed_hosts");
     }
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .with_context(|| format!("binding {addr}"))?;
+    let local = listener.local_addr()?;
+    let auth =
+        sluice_auth::Authenticator::from_config(&config.auth, &format!("http://{local}/mcp"))
+            .await
+            .map_err(|e| anyhow::anyhow!("opening the API key store: {e}"))?
+            .map(std::sync::Arc::new);
+    match (&auth, config.auth.mode) {
+        (Some(a), _) => {
+            let store = a.keys().map(|k| k.store());
+            tracing::info!(
+                keys = store.map(|s| s.kind()),
+                location = store.map(|s| s.location()),
+                scopes = ?config.auth.required_scopes,
+                metadata = a.metadata_url(),
+                "authentication required on /mcp"
+            );
+        }
+        (None, AuthMode::Off) => {
+            tracing::warn!(%addr, "authentication is off (auth.mode = \"off\"): anyone who reaches the listener can call every tool");
+        }
+        (None, _) => {
+            tracing::warn!(%addr, "no [auth] section: the gateway is open to anyone who reaches this loopback listener; set auth.mode = \"required\" to require API keys");
+            eprintln!(
+                "warning: no [auth] section: /mcp is open to local clients (listening on loopback only); see docs/auth.md"
+            );
+        }
+    }
     let audit = sluice_audit::AuditLog::open(&config.audit)?;
     let gw = Gateway::start(config, audit, CONNECT_WAIT)
         .await
         .context("opening the session store")?;
-    let local = listener.local_addr()?;
     tracing::info!("sluice listening on http://{local}/mcp");
     eprintln!("sluice listening on http://{local}/mcp");
-    sluice_server::http::serve(gw.clone(), listener, shutdown_signal()).await?;
+    sluice_server::http::serve(gw.clone(), auth, listener, shutdown_signal()).await?;
     tracing::info!("shutting down");
     gw.shutdown(STOP_GRACE).await;
+    Ok(())
+}
+
+/// The safe default: without an `[auth]` mode the gateway serves only a
+/// loopback listener. Any other address needs `auth.mode = "required"`, or
+/// `"off"` written explicitly.
+fn check_exposure(config: &Config) -> anyhow::Result<()> {
+    let addr = config.listen.addr;
+    if config.auth.mode == AuthMode::Unset && !addr.ip().is_loopback() {
+        anyhow::bail!(
+            "refusing to listen on {addr} without authentication: anyone who reaches it could call every tool. \
+             Set auth.mode = \"required\" (with [auth.api_keys] pepper, then `sluice keys create`), \
+             or write auth.mode = \"off\" to serve it open on purpose, or listen on 127.0.0.1 (see docs/auth.md)"
+        );
+    }
     Ok(())
 }
 
