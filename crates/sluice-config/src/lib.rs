@@ -4,6 +4,8 @@
 //! `${VAR:-default}`; secrets (header values, env values) are never echoed in
 //! errors or `Debug` output.
 
+#![warn(missing_docs)]
+
 mod raw;
 
 use std::collections::BTreeMap;
@@ -15,13 +17,21 @@ use std::time::Duration;
 /// A validated gateway configuration.
 #[derive(Debug, Clone)]
 pub struct Config {
+    /// `[listen]`: the downstream HTTP listener.
     pub listen: Listen,
+    /// `[gateway]`: gateway-wide paging, timeouts and the health tool.
     pub gateway: Gateway,
+    /// `[health]`: active probes of every upstream.
     pub health: Health,
+    /// `[defence]`: tool pinning and output scanning.
     pub defence: Defence,
+    /// `[sessions]`: where sessions live and how SSE streams behave.
     pub sessions: Sessions,
+    /// `[audit]`: the tamper-evident audit log.
     pub audit: Audit,
+    /// `[auth]`: who may call `/mcp`.
     pub auth: Auth,
+    /// `[[servers]]`: the upstream MCP servers, in file order.
     pub servers: Vec<Server>,
     /// `[[limits]]`: rate limits and quotas on client requests.
     pub limits: Vec<Limit>,
@@ -81,14 +91,24 @@ pub struct Sessions {
     pub sse_keepalive: Duration,
 }
 
+/// Where sessions and their SSE event logs live (`sessions.store`; default SQLite).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Store {
     /// In this process only: sessions end with it.
     Memory,
     /// A SQLite file: sessions survive restarts of a single gateway.
-    Sqlite { path: PathBuf },
+    Sqlite {
+        /// The file (`sessions.sqlite_path`; default `sluice-sessions.db`,
+        /// relative to the config file).
+        path: PathBuf,
+    },
     /// Redis: sessions shared by every replica, which any replica can serve.
-    Redis { url: Secret, key_prefix: String },
+    Redis {
+        /// The Redis to use (`sessions.redis_url`; default `redis://127.0.0.1:6379`).
+        url: Secret,
+        /// Prefix of every key and channel (`sessions.key_prefix`; default `sluice:`).
+        key_prefix: String,
+    },
 }
 
 impl Store {
@@ -115,12 +135,14 @@ pub struct Server {
     pub timeout: Duration,
     /// Per-tool timeouts, by the upstream's own tool name.
     pub tool_timeouts: BTreeMap<String, Duration>,
+    /// How to reach the server: `command` (stdio) or `url` (HTTP).
     pub transport: Transport,
     /// Retries of a request that never reached the server (and, for
     /// idempotent tools, of one whose connection broke); default 2.
     pub retries: u32,
     /// Tools safe to retry after they may have run: exact names, or a prefix ending in `*`.
     pub idempotent_tools: Vec<String>,
+    /// `[servers.circuit_breaker]`: when calls to the server fail fast.
     pub breaker: Breaker,
     /// Stdio: restart the server after this many calls (none by default).
     pub max_calls: Option<u64>,
@@ -128,6 +150,7 @@ pub struct Server {
     pub max_lifetime: Option<Duration>,
     /// At most this many calls in flight to the server at once (none by default).
     pub bulkhead: Option<Bulkhead>,
+    /// Caps on what a tool result may carry back to the client.
     pub output: OutputLimits,
     /// Whether client sessions share one connection to this server.
     pub isolation: Isolation,
@@ -150,13 +173,16 @@ pub enum ScanPolicy {
     Block,
     /// Kept, logged and counted.
     Warn,
+    /// Not scanned.
     Off,
 }
 
 /// When a tool call needs the user's approval.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Approval {
+    /// No call needs approval (the default).
     Never,
+    /// Every call asks the user first.
     Always,
     /// When the tool is annotated `destructiveHint` by a `trusted` server.
     Destructive,
@@ -215,7 +241,9 @@ pub enum LimitKey {
 /// `count` requests per `per`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Rate {
+    /// Requests allowed per `per` (at least 1).
     pub count: u64,
+    /// The period the count refills over (`s`, `min`, `h` or `day`).
     pub per: Duration,
 }
 
@@ -232,7 +260,10 @@ pub enum LimitStore {
     /// In this process (the default).
     Local,
     /// In Redis, shared by replicas.
-    Redis { url: Secret },
+    Redis {
+        /// The Redis (`redis_url`; default `[sessions].redis_url` when sessions use Redis).
+        url: Secret,
+    },
 }
 
 /// A shared limit's behaviour while its store does not answer.
@@ -257,6 +288,7 @@ pub enum LimitAnswer {
 /// `max_queue` for at most `queue_timeout`, then get an explicit "busy".
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Bulkhead {
+    /// Calls in flight to the server at once (`max_concurrent`; at least 1).
     pub max_concurrent: usize,
     /// Default 100; 0 refuses at once when all slots are taken.
     pub max_queue: usize,
@@ -445,15 +477,22 @@ pub struct Health {
 pub enum Transport {
     /// A child process speaking newline-delimited JSON-RPC on stdin/stdout.
     Stdio {
+        /// Program to run (`command`).
         command: String,
+        /// Its arguments (`args`; default none).
         args: Vec<String>,
+        /// Extra environment, on top of the gateway's (`env`); values are secrets.
         env: Vec<(String, Secret)>,
+        /// Working directory (`cwd`); default the gateway's.
         cwd: Option<PathBuf>,
     },
     /// A remote server over HTTP.
     Http {
+        /// The server's MCP endpoint (`url`).
         url: String,
+        /// Headers sent upstream (`headers`); values are secrets.
         headers: Vec<(String, Secret)>,
+        /// Which HTTP transport to speak (`transport`; default auto).
         mode: HttpMode,
     },
 }
@@ -463,6 +502,7 @@ pub enum Transport {
 pub enum HttpMode {
     /// Try Streamable HTTP, fall back to legacy HTTP+SSE.
     Auto,
+    /// Streamable HTTP only, with no fallback to legacy SSE.
     StreamableHttp,
     /// Legacy HTTP+SSE (protocol 2024-11-05).
     Sse,
@@ -479,6 +519,7 @@ impl fmt::Debug for Secret {
 }
 
 impl Secret {
+    /// The secret value itself, for the one place that must send or use it.
     pub fn expose(&self) -> &str {
         &self.0
     }
@@ -487,7 +528,9 @@ impl Secret {
 /// One configuration problem, naming its key.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Problem {
+    /// The offending key, dotted (e.g. `servers[0].timeout`), or the file path.
     pub key: String,
+    /// What is wrong with it.
     pub message: String,
 }
 
@@ -500,6 +543,7 @@ impl fmt::Display for Problem {
 /// Every problem found in a configuration.
 #[derive(Debug, thiserror::Error)]
 pub struct ConfigError {
+    /// Every problem found, in the order they were found.
     pub problems: Vec<Problem>,
 }
 

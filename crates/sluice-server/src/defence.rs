@@ -467,7 +467,7 @@ impl Gateway {
 
     /// Checks servers' instructions again: those held back (an operator may
     /// have approved them), or all of them.
-    pub async fn refresh_instructions(&self, only_held: bool) {
+    pub(crate) async fn refresh_instructions(&self, only_held: bool) {
         for u in self.catalog.servers().iter().map(|u| u.id) {
             if only_held && self.catalog.instructions_allowed(u) {
                 continue;

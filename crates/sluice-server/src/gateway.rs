@@ -32,7 +32,8 @@ pub(crate) type IsolatedKey = (Arc<str>, ServerId);
 
 /// The aggregating gateway.
 pub struct Gateway {
-    pub config: Arc<Config>,
+    /// The validated configuration the gateway was started with.
+    pub(crate) config: Arc<Config>,
     /// The configured servers and their cached lists.
     pub(crate) catalog: Catalog,
     /// Sessions this replica serves (a cache of the store, see `sessions.rs`).
@@ -68,7 +69,7 @@ pub struct Gateway {
 }
 
 /// A client's initialize request, accepted.
-pub struct Initialized {
+pub(crate) struct Initialized {
     pub protocol_version: &'static str,
     pub capabilities: Value,
     pub client_info: Value,
@@ -180,7 +181,7 @@ impl Gateway {
         Ok(gw)
     }
 
-    pub fn upstreams(&self) -> &[Arc<Upstream>] {
+    pub(crate) fn upstreams(&self) -> &[Arc<Upstream>] {
         self.catalog.servers()
     }
 
@@ -207,7 +208,7 @@ impl Gateway {
     }
 
     /// Sessions this replica holds in memory.
-    pub fn session_count(&self) -> usize {
+    pub(crate) fn session_count(&self) -> usize {
         self.sessions.read().unwrap().len()
     }
 
@@ -215,7 +216,7 @@ impl Gateway {
 
     /// Accepts a client's initialize: negotiates the version and answers with
     /// the union of the upstreams' capabilities.
-    pub fn initialize(&self, params: Option<&RawValue>) -> Result<Initialized, RpcError> {
+    pub(crate) fn initialize(&self, params: Option<&RawValue>) -> Result<Initialized, RpcError> {
         let p = params_map(params)?;
         let requested = p
             .get("protocolVersion")
@@ -309,7 +310,7 @@ impl Gateway {
 
     /// Serves a request on its own task, abortable by `notifications/cancelled`.
     /// `done` gets the response line, or `None` if the request was cancelled.
-    pub fn spawn_request(
+    pub(crate) fn spawn_request(
         self: &Arc<Self>,
         sess: &Arc<Session>,
         req: Request,
@@ -331,7 +332,7 @@ impl Gateway {
     }
 
     /// Serves one request and returns the response line.
-    pub async fn handle_request(
+    pub(crate) async fn handle_request(
         &self,
         sess: &Arc<Session>,
         req: Request,
@@ -884,7 +885,7 @@ impl Gateway {
     }
 
     /// A client's answer to a server-to-client request, wherever it is awaited.
-    pub fn handle_response(&self, sess: &Session, resp: Response) {
+    pub(crate) fn handle_response(&self, sess: &Session, resp: Response) {
         let waiting_here = sess.awaiting.lock().unwrap().contains_key(&resp.id);
         if !waiting_here {
             let message = match &resp.outcome {
@@ -912,7 +913,7 @@ impl Gateway {
     }
 
     /// A client's notification.
-    pub async fn handle_notification(&self, sess: &Session, n: Notification) {
+    pub(crate) async fn handle_notification(&self, sess: &Session, n: Notification) {
         match n.method.as_str() {
             "notifications/initialized" => {}
             "notifications/cancelled" => {
@@ -1492,13 +1493,13 @@ impl Gateway {
     }
 
     /// Prometheus exposition text.
-    pub fn metrics_text(&self) -> String {
+    pub(crate) fn metrics_text(&self) -> String {
         self.metrics
             .render(self.catalog.servers(), self.session_count())
     }
 
     /// Every server's state, as served at `/admin/servers`.
-    pub fn servers_json(&self) -> Value {
+    pub(crate) fn servers_json(&self) -> Value {
         Value::Array(
             self.catalog
                 .servers()

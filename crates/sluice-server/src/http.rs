@@ -49,7 +49,7 @@ struct Guard {
 
 /// The router: `/mcp`, `/healthz`, `/readyz`, and with `auth` the
 /// protected-resource metadata (RFC 9728) at its root and path-inserted forms.
-pub fn router(gw: Arc<Gateway>, auth: Option<Arc<Authenticator>>) -> Router {
+pub(crate) fn router(gw: Arc<Gateway>, auth: Option<Arc<Authenticator>>) -> Router {
     let listen: &Listen = &gw.config.listen;
     let guard = Arc::new(Guard {
         allowed_origins: listen.allowed_origins.clone(),

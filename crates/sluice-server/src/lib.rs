@@ -8,6 +8,8 @@
 //! - `respond`: "JSON if the answer comes first, else SSE", and the one SSE body.
 //! - `audit`: what goes to the audit log, and from where.
 
+#![warn(missing_docs)]
+
 mod audit;
 mod catalog;
 mod defence;
@@ -30,4 +32,3 @@ pub mod stdio;
 mod tasks;
 
 pub use gateway::Gateway;
-pub use sessions::CreateError;

@@ -32,7 +32,7 @@ tokio::task_local! {
 }
 
 /// Somewhere to send messages to the client: an SSE stream or stdout.
-pub trait Outbound: Send + Sync {
+pub(crate) trait Outbound: Send + Sync {
     /// Queues one serialized JSON-RPC message. Returns false if it could not be queued.
     fn send(&self, msg: String) -> bool;
 }
@@ -41,13 +41,13 @@ pub trait Outbound: Send + Sync {
 /// fields, plus what lives only here (calls in flight, requests awaiting the
 /// client, streams with a reader attached).
 pub struct Session {
-    pub id: Arc<str>,
-    pub protocol_version: &'static str,
-    pub client_capabilities: Value,
-    pub client_info: Value,
+    pub(crate) id: Arc<str>,
+    pub(crate) protocol_version: &'static str,
+    pub(crate) client_capabilities: Value,
+    pub(crate) client_info: Value,
     /// The id of the principal that created the session: only it may use
     /// the session (another gets 404). `None` when authentication is off.
-    pub principal: Option<String>,
+    pub(crate) principal: Option<String>,
     /// The principal as verified at the session's latest request (its
     /// tenant and scopes), for the pipeline's `RequestCtx`.
     authenticated: Mutex<Option<sluice_pipeline::Principal>>,
@@ -73,7 +73,7 @@ pub struct Session {
 }
 
 impl Session {
-    pub fn new(
+    pub(crate) fn new(
         id: Arc<str>,
         protocol_version: &'static str,
         client_capabilities: Value,
@@ -106,7 +106,7 @@ impl Session {
     }
 
     /// A session as stored by any replica.
-    pub fn from_record(rec: &SessionRecord) -> Self {
+    pub(crate) fn from_record(rec: &SessionRecord) -> Self {
         let version = sluice_mcp::version::supported(&rec.protocol_version)
             .unwrap_or(sluice_mcp::version::LATEST);
         let mut s = Session::new(
@@ -129,7 +129,7 @@ impl Session {
     }
 
     /// The record other replicas need to serve this session.
-    pub fn to_record(&self) -> SessionRecord {
+    pub(crate) fn to_record(&self) -> SessionRecord {
         let mut subscriptions: Vec<String> =
             self.subscriptions.lock().unwrap().iter().cloned().collect();
         subscriptions.sort();
@@ -147,12 +147,12 @@ impl Session {
     }
 
     /// The client's address at its latest HTTP request, if known.
-    pub fn remote(&self) -> Option<std::net::SocketAddr> {
+    pub(crate) fn remote(&self) -> Option<std::net::SocketAddr> {
         *self.remote.lock().unwrap()
     }
 
     /// The principal verified at the session's latest request, if any.
-    pub fn authenticated(&self) -> Option<sluice_pipeline::Principal> {
+    pub(crate) fn authenticated(&self) -> Option<sluice_pipeline::Principal> {
         self.authenticated.lock().unwrap().clone()
     }
 
@@ -171,42 +171,44 @@ impl Session {
     }
 
     /// Records activity (for idle eviction and for choosing a session for unsolicited requests).
-    pub fn touch(&self) {
+    pub(crate) fn touch(&self) {
         self.last_active_ms.store(now_ms(), Ordering::Relaxed);
     }
 
-    pub fn last_active_ms(&self) -> u64 {
+    pub(crate) fn last_active_ms(&self) -> u64 {
         self.last_active_ms.load(Ordering::Relaxed)
     }
 
+    /// How long this replica has held the session (since it was made or loaded here).
     pub fn age(&self) -> std::time::Duration {
         self.created.elapsed()
     }
 
+    /// True once the session has ended (`close`).
     pub fn is_closed(&self) -> bool {
         self.closed.load(Ordering::Relaxed)
     }
 
     /// True when the client declared capability `name` at initialize.
-    pub fn client_supports(&self, name: &str) -> bool {
+    pub(crate) fn client_supports(&self, name: &str) -> bool {
         self.client_capabilities
             .get(name)
             .is_some_and(|v| !v.is_null())
     }
 
     /// Sets where unsolicited messages go.
-    pub fn set_unsolicited(&self, out: Option<Arc<dyn Outbound>>) {
+    pub(crate) fn set_unsolicited(&self, out: Option<Arc<dyn Outbound>>) {
         *self.unsolicited.lock().unwrap() = out;
     }
 
     /// Sends a message tied to no request; false when the client has no open stream for it.
-    pub fn send_unsolicited(&self, msg: String) -> bool {
+    pub(crate) fn send_unsolicited(&self, msg: String) -> bool {
         let out = self.unsolicited.lock().unwrap().clone();
         out.is_some_and(|o| o.send(msg))
     }
 
     /// Ends the session: aborts its calls and fails what awaits the client.
-    pub fn close(&self) {
+    pub(crate) fn close(&self) {
         self.closed.store(true, Ordering::Relaxed);
         for (_, h) in self.inflight.lock().unwrap().drain() {
             h.abort();

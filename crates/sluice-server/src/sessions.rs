@@ -25,7 +25,7 @@ const HEARTBEAT_TTL: Duration = Duration::from_secs(6);
 
 /// Why a session could not be created.
 #[derive(Debug)]
-pub enum CreateError {
+pub(crate) enum CreateError {
     /// `sessions.max_sessions` is reached.
     Full(usize),
     Store(StoreError),
@@ -59,17 +59,20 @@ impl Gateway {
         }
     }
 
-    pub fn store(&self) -> &Store {
+    pub(crate) fn store(&self) -> &Store {
         &self.store
     }
 
     /// This replica's id (unique per process).
-    pub fn replica(&self) -> &str {
+    pub(crate) fn replica(&self) -> &str {
         &self.replica
     }
 
     /// Creates a session for an accepted initialize.
-    pub async fn create_session(&self, init: Initialized) -> Result<Arc<Session>, CreateError> {
+    pub(crate) async fn create_session(
+        &self,
+        init: Initialized,
+    ) -> Result<Arc<Session>, CreateError> {
         let max = self.config.sessions.max_sessions;
         let count = self.store.count().await.map_err(CreateError::Store)?;
         if count >= max {
@@ -95,12 +98,12 @@ impl Gateway {
     }
 
     /// Registers a session that lives only in this process (stdio mode).
-    pub fn register_local(&self, s: Arc<Session>) {
+    pub(crate) fn register_local(&self, s: Arc<Session>) {
         self.cache(s);
     }
 
     /// Forgets a local-only session.
-    pub fn forget_local(&self, id: &str) {
+    pub(crate) fn forget_local(&self, id: &str) {
         if let Some(s) = self.sessions.write().unwrap().remove(id) {
             s.close();
         }
@@ -109,7 +112,7 @@ impl Gateway {
 
     /// The session `id`, from this replica's cache or the store; `None` if it
     /// ended or never existed.
-    pub async fn find_session(&self, id: &str) -> Result<Option<Arc<Session>>, StoreError> {
+    pub(crate) async fn find_session(&self, id: &str) -> Result<Option<Arc<Session>>, StoreError> {
         let cached = self.sessions.read().unwrap().get(id).cloned();
         if let Some(s) = cached {
             let last = s.stored_touch_ms.load(std::sync::atomic::Ordering::Relaxed);
@@ -146,7 +149,7 @@ impl Gateway {
     }
 
     /// Ends a session everywhere; false if it did not exist.
-    pub async fn end_session(&self, id: &str) -> Result<bool, StoreError> {
+    pub(crate) async fn end_session(&self, id: &str) -> Result<bool, StoreError> {
         let existed = self.store.delete(id).await?;
         self.forget_local(id);
         if let Some(bus) = self.store.bus()
@@ -161,7 +164,7 @@ impl Gateway {
 
     /// Ends sessions idle longer than `idle` (in the store), and forgets
     /// cached ones this replica has not used for as long.
-    pub async fn evict_idle(&self, idle: Duration) -> usize {
+    pub(crate) async fn evict_idle(&self, idle: Duration) -> usize {
         let ended = match self.store.evict_idle(idle).await {
             Ok(ids) => ids,
             Err(e) => {

@@ -21,7 +21,9 @@ pub struct KeyRecord {
     pub id: String,
     /// A label for people (`--name`).
     pub name: String,
+    /// The tenant the key's principal belongs to, if any (`--tenant`).
     pub tenant: Option<String>,
+    /// Scopes the key grants, checked against `auth.required_scopes`.
     pub scopes: Vec<String>,
     /// Milliseconds since the Unix epoch.
     pub created_ms: u64,
@@ -34,6 +36,7 @@ pub struct KeyRecord {
     /// The hash of the secret the last rotation replaced: accepted until
     /// `prev_until_ms`.
     pub prev_hash: Option<String>,
+    /// Until when `prev_hash` is still accepted (milliseconds since the Unix epoch).
     pub prev_until_ms: Option<u64>,
     /// When the key was last rotated.
     pub rotated_ms: Option<u64>,

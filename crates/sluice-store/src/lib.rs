@@ -11,6 +11,8 @@
 //! gateway), or in PostgreSQL shared by every replica (`defence.pins_url`),
 //! and so do the API key records ([`KeyStore`], `auth.api_keys.url`).
 
+#![warn(missing_docs)]
+
 mod keys;
 mod limits_redis;
 mod memory;
@@ -31,18 +33,24 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 /// What any replica needs to serve a session (2025-11-25 era).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SessionRecord {
+    /// The session id, as sent in `Mcp-Session-Id`.
     pub id: String,
+    /// The protocol version negotiated at `initialize`.
     #[serde(rename = "v")]
     pub protocol_version: String,
+    /// The client's `capabilities` from `initialize`, as sent.
     #[serde(rename = "caps")]
     pub client_capabilities: Value,
+    /// The client's `clientInfo` from `initialize`, as sent.
     #[serde(rename = "info")]
     pub client_info: Value,
     /// Who the client authenticated as (empty until authentication exists).
     #[serde(rename = "p", default, skip_serializing_if = "Option::is_none")]
     pub principal: Option<String>,
+    /// The level set by `logging/setLevel`, if any.
     #[serde(rename = "log", default, skip_serializing_if = "Option::is_none")]
     pub log_level: Option<String>,
+    /// URIs the client subscribed to with `resources/subscribe`.
     #[serde(rename = "subs", default, skip_serializing_if = "Vec::is_empty")]
     pub subscriptions: Vec<String>,
     /// The replica holding the session's standalone GET stream, if one is open.
@@ -68,17 +76,31 @@ pub struct StreamMeta {
 /// One logged SSE event.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Event {
+    /// Position in its stream, increasing; part of the SSE event id.
     pub seq: u64,
+    /// The event's `data:` payload (a JSON-RPC message).
     pub data: String,
 }
 
 /// A store failure: the store is named, nothing secret is.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {
+    /// The store did not answer or refused the operation.
     #[error("{} is unavailable: {reason}", store_name(store))]
-    Unavailable { store: &'static str, reason: String },
+    Unavailable {
+        /// Which store, e.g. `redis` or `pins (postgres)`.
+        store: &'static str,
+        /// Why, without secrets.
+        reason: String,
+    },
+    /// The store returned something that does not decode.
     #[error("{} holds a record it cannot read: {reason}", store_name(store))]
-    Corrupt { store: &'static str, reason: String },
+    Corrupt {
+        /// Which store, e.g. `redis` or `pins (postgres)`.
+        store: &'static str,
+        /// What could not be read, without secrets.
+        reason: String,
+    },
 }
 
 /// "the session store (redis)", or "the pin store (postgres)" for `pins (postgres)`.
@@ -97,14 +119,19 @@ fn store_name(store: &str) -> String {
 /// Bounds of each stream's event log.
 #[derive(Debug, Clone, Copy)]
 pub struct LogBounds {
+    /// Most events kept per stream (`sessions.replay_events`).
     pub max_events: usize,
+    /// Events older than this are dropped (`sessions.replay_max_age`).
     pub max_age: Duration,
 }
 
 /// The session store.
 pub enum Store {
+    /// In this process only (`store = "memory"`).
     Memory(memory::MemoryStore),
+    /// A SQLite file, for one gateway (`store = "sqlite"`).
     Sqlite(sqlite::SqliteStore),
+    /// Redis, shared by every replica (`store = "redis"`).
     Redis(redis_store::RedisStore),
 }
 
@@ -157,6 +184,7 @@ impl Store {
         matches!(self, Store::Redis(_))
     }
 
+    /// Stores a new session's record.
     pub async fn create(&self, rec: &SessionRecord) -> Result<(), StoreError> {
         each!(self, s => s.put(rec).await)
     }
@@ -166,6 +194,7 @@ impl Store {
         each!(self, s => s.put(rec).await)
     }
 
+    /// The record of a session, or `None` if it does not exist (or expired).
     pub async fn get(&self, id: &str) -> Result<Option<SessionRecord>, StoreError> {
         each!(self, s => s.get(id).await)
     }
@@ -180,6 +209,7 @@ impl Store {
         each!(self, s => s.delete(id).await)
     }
 
+    /// How many sessions exist (on every replica, for a shared store).
     pub async fn count(&self) -> Result<usize, StoreError> {
         each!(self, s => s.count().await)
     }
@@ -209,6 +239,7 @@ impl Store {
         each!(self, s => s.events_after(session, stream, after).await)
     }
 
+    /// Records a stream's owner and state, for resuming it from any replica.
     pub async fn set_stream(
         &self,
         session: &str,
@@ -218,6 +249,7 @@ impl Store {
         each!(self, s => s.set_stream(session, stream, meta).await)
     }
 
+    /// What is known of a stream, or `None` if it was never recorded.
     pub async fn get_stream(
         &self,
         session: &str,

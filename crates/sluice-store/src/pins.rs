@@ -20,17 +20,24 @@ pub enum PinStatus {
     /// Matches its pin.
     Same,
     /// Differs from its pin; held until approved. Carries the pinned definition.
-    Changed { pinned: String },
+    Changed {
+        /// The pinned (approved) definition, canonical JSON.
+        pinned: String,
+    },
 }
 
 /// One pin or pending change, for `sluice pins list`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PinRow {
+    /// The server's name (as configured), for people.
     pub server: String,
+    /// The pinned item: a tool's name, or `#instructions` for the server's instructions.
     pub item: String,
+    /// The pinned definition's fingerprint (`sha256:<hex>`).
     pub fingerprint: String,
     /// A changed definition waits for approval.
     pub pending: Option<String>,
+    /// When the pin was made or last approved (milliseconds since the Unix epoch).
     pub since_ms: u64,
 }
 

@@ -292,35 +292,61 @@ impl RedisStore {
 #[serde(tag = "t", rename_all = "snake_case")]
 pub enum BusMessage {
     /// A client's answer to a server-to-client request the target replica is waiting on.
-    ClientResponse { session: String, message: String },
+    ClientResponse {
+        /// The session id.
+        session: String,
+        /// The client's JSON-RPC response, serialized.
+        message: String,
+    },
     /// A client cancelled a request; whichever replica runs it aborts it.
     Cancel {
+        /// The session id.
         session: String,
+        /// The JSON-RPC id of the cancelled request.
         request_id: serde_json::Value,
     },
     /// A message for the session's standalone stream, held by the target replica.
-    Unsolicited { session: String, message: String },
+    Unsolicited {
+        /// The session id.
+        session: String,
+        /// The JSON-RPC message to send, serialized.
+        message: String,
+    },
     /// The session ended: forget it.
-    SessionEnded { session: String },
+    SessionEnded {
+        /// The session id.
+        session: String,
+    },
     /// A 2026 client's retry of a call parked on the target replica
     /// (`input_required`): continue it with `responses` and send the answer,
     /// under `corr`, to `reply_to`. `id` is the client's JSON-RPC id.
     MrtrRetry {
+        /// Which parked call, as named by its `requestState`.
         key: String,
+        /// The client's JSON-RPC id of the retry.
         id: serde_json::Value,
+        /// The client's answers to the call's input requests (null if none).
         responses: serde_json::Value,
+        /// The replica waiting for the answer.
         reply_to: String,
+        /// Correlates the answer (or a cancel) with this retry.
         corr: String,
     },
     /// The answer to a relayed retry: the JSON-RPC response line for the
     /// client and its HTTP status.
     MrtrAnswer {
+        /// The `corr` of the retry this answers.
         corr: String,
+        /// The JSON-RPC response line for the client.
         line: String,
+        /// The HTTP status to answer the client with.
         status: u16,
     },
     /// The replica that relayed a retry stopped waiting for it: abort the call.
-    MrtrCancel { corr: String },
+    MrtrCancel {
+        /// The `corr` of the abandoned retry.
+        corr: String,
+    },
 }
 
 /// Redis pub/sub between replicas.
