@@ -25,7 +25,7 @@ mod relay;
 mod report;
 mod rescue;
 mod respond;
-pub mod session;
+mod session;
 mod sessions;
 mod stages;
 pub mod stdio;

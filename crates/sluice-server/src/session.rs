@@ -9,7 +9,7 @@ use sluice_upstream::Reply;
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 pub(crate) fn now_ms() -> u64 {
     SystemTime::now()
@@ -56,7 +56,6 @@ pub struct Session {
     created_ms: u64,
     /// When this replica last refreshed the session in the store (ms).
     pub(crate) stored_touch_ms: AtomicU64,
-    created: Instant,
     last_active_ms: AtomicU64,
     pub(crate) closed: AtomicBool,
     pub(crate) log_level: Mutex<Option<String>>,
@@ -90,7 +89,6 @@ impl Session {
             standalone_owner: Mutex::new(None),
             created_ms: now_ms(),
             stored_touch_ms: AtomicU64::new(now_ms()),
-            created: Instant::now(),
             last_active_ms: AtomicU64::new(0),
             closed: AtomicBool::new(false),
             log_level: Mutex::new(None),
@@ -177,16 +175,6 @@ impl Session {
 
     pub(crate) fn last_active_ms(&self) -> u64 {
         self.last_active_ms.load(Ordering::Relaxed)
-    }
-
-    /// How long this replica has held the session (since it was made or loaded here).
-    pub fn age(&self) -> std::time::Duration {
-        self.created.elapsed()
-    }
-
-    /// True once the session has ended (`close`).
-    pub fn is_closed(&self) -> bool {
-        self.closed.load(Ordering::Relaxed)
     }
 
     /// True when the client declared capability `name` at initialize.

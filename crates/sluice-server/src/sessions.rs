@@ -191,11 +191,6 @@ impl Gateway {
         ended.len()
     }
 
-    /// Sessions this replica holds in memory.
-    pub fn cached_sessions(&self) -> usize {
-        self.sessions.read().unwrap().len()
-    }
-
     /// A client's answer to a server-to-client request that another replica is waiting on.
     pub(crate) fn forward_response(&self, sess: &Session, id: &Id, message: String) -> bool {
         let Some(owner) = request_owner(id) else {
