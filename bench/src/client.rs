@@ -12,11 +12,11 @@ use hyper_util::rt::TokioIo;
 use std::sync::Arc;
 use tokio::net::TcpStream;
 
-pub const PROTOCOL_VERSION: &str = "2025-11-25";
+pub(crate) const PROTOCOL_VERSION: &str = "2025-11-25";
 
 /// Where the clients go: an `http://host:port/path` URL plus extra headers.
 #[derive(Debug)]
-pub struct Target {
+pub(crate) struct Target {
     /// `host:port`, for connecting and for the Host header.
     pub authority: String,
     pub path: String,
@@ -24,7 +24,7 @@ pub struct Target {
 }
 
 impl Target {
-    pub fn parse(url: &str, headers: &[String]) -> anyhow::Result<Target> {
+    pub(crate) fn parse(url: &str, headers: &[String]) -> anyhow::Result<Target> {
         let rest = url
             .strip_prefix("http://")
             .ok_or_else(|| anyhow!("only http:// URLs are supported: {url}"))?;
@@ -56,7 +56,7 @@ impl Target {
 }
 
 /// One answer: status, content type, body.
-pub struct Answer {
+pub(crate) struct Answer {
     pub status: StatusCode,
     pub session: Option<HeaderValue>,
     pub sse: bool,
@@ -64,7 +64,7 @@ pub struct Answer {
 }
 
 /// One MCP client: a connection (re-opened on failure) and a session.
-pub struct Client {
+pub(crate) struct Client {
     target: Arc<Target>,
     conn: Option<SendRequest<Full<Bytes>>>,
     session: Option<HeaderValue>,
@@ -72,7 +72,7 @@ pub struct Client {
 }
 
 impl Client {
-    pub fn new(target: Arc<Target>) -> Client {
+    pub(crate) fn new(target: Arc<Target>) -> Client {
         Client {
             target,
             conn: None,
@@ -118,7 +118,7 @@ impl Client {
     }
 
     /// Sends one request on the connection and reads the whole answer.
-    pub async fn send(&mut self, method: Method, body: Bytes) -> anyhow::Result<Answer> {
+    pub(crate) async fn send(&mut self, method: Method, body: Bytes) -> anyhow::Result<Answer> {
         let req = self.request(method, body)?;
         let conn = self.connect().await?;
         conn.ready().await?;
@@ -150,7 +150,7 @@ impl Client {
     }
 
     /// initialize, then notifications/initialized.
-    pub async fn initialize(&mut self) -> anyhow::Result<()> {
+    pub(crate) async fn initialize(&mut self) -> anyhow::Result<()> {
         self.session = None;
         let init = serde_json::json!({
             "jsonrpc": "2.0", "id": 0, "method": "initialize",
@@ -185,7 +185,7 @@ impl Client {
     }
 
     /// The body of a `tools/call` with the next request id.
-    pub fn call_body(&mut self, tool: &str, args: &str) -> Bytes {
+    pub(crate) fn call_body(&mut self, tool: &str, args: &str) -> Bytes {
         let id = self.next_id;
         self.next_id += 1;
         Bytes::from(format!(
@@ -196,7 +196,12 @@ impl Client {
     /// One `tools/call`; an error unless it returns a result without `isError`.
     /// `verify` parses the answer fully (used on each client's first call);
     /// otherwise the check is a byte search.
-    pub async fn call(&mut self, tool: &str, args: &str, verify: bool) -> anyhow::Result<()> {
+    pub(crate) async fn call(
+        &mut self,
+        tool: &str,
+        args: &str,
+        verify: bool,
+    ) -> anyhow::Result<()> {
         let body = self.call_body(tool, args);
         let a = self.post(body).await?;
         if a.status != StatusCode::OK {
@@ -228,16 +233,16 @@ impl Client {
     }
 
     /// Forgets the connection (the next request opens a new one).
-    pub fn drop_connection(&mut self) {
+    pub(crate) fn drop_connection(&mut self) {
         self.conn = None;
     }
 
-    pub fn has_session(&self) -> bool {
+    pub(crate) fn has_session(&self) -> bool {
         self.session.is_some()
     }
 
     /// Ends the session (best effort).
-    pub async fn delete(&mut self) {
+    pub(crate) async fn delete(&mut self) {
         if self.session.is_some() {
             let _ = self.send(Method::DELETE, Bytes::new()).await;
             self.session = None;
@@ -251,7 +256,7 @@ fn contains(hay: &[u8], needle: &[u8]) -> bool {
 
 /// The JSON-RPC response in an answer: the JSON body, or the SSE `data:`
 /// event that carries an `id` and a `result` or `error`.
-pub fn response_message(a: &Answer) -> Option<serde_json::Value> {
+pub(crate) fn response_message(a: &Answer) -> Option<serde_json::Value> {
     if !a.sse {
         return serde_json::from_slice(&a.body).ok();
     }
@@ -262,7 +267,7 @@ pub fn response_message(a: &Answer) -> Option<serde_json::Value> {
 }
 
 /// The JSON messages of an SSE body (multi-line `data:` fields joined).
-pub fn sse_messages(text: &str) -> Vec<serde_json::Value> {
+pub(crate) fn sse_messages(text: &str) -> Vec<serde_json::Value> {
     let mut out = Vec::new();
     let mut data = String::new();
     for line in text.lines().chain(std::iter::once("")) {

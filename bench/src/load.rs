@@ -30,7 +30,7 @@ pub struct LoadSpec {
 
 /// What a run measured.
 #[derive(Clone, Debug, Default)]
-pub struct LoadResult {
+pub(crate) struct LoadResult {
     pub calls: u64,
     pub errors: u64,
     pub first_error: Option<String>,
@@ -49,7 +49,7 @@ pub struct LoadResult {
 }
 
 impl LoadResult {
-    pub fn calls_per_sec(&self) -> f64 {
+    pub(crate) fn calls_per_sec(&self) -> f64 {
         self.calls as f64 / self.elapsed.as_secs_f64().max(1e-9)
     }
 
@@ -59,20 +59,20 @@ impl LoadResult {
     }
 
     /// Gateway CPU per successful call, µs.
-    pub fn gw_cpu_us(&self) -> Option<f64> {
+    pub(crate) fn gw_cpu_us(&self) -> Option<f64> {
         self.per_call(self.gw_cpu)
     }
 
-    pub fn up_cpu_us(&self) -> Option<f64> {
+    pub(crate) fn up_cpu_us(&self) -> Option<f64> {
         self.per_call(self.up_cpu)
     }
 
-    pub fn client_cpu_us(&self) -> Option<f64> {
+    pub(crate) fn client_cpu_us(&self) -> Option<f64> {
         self.per_call(self.client_cpu)
     }
 
     /// Other load on the machine during the run, in cores.
-    pub fn other_cores(&self) -> Option<f64> {
+    pub(crate) fn other_cores(&self) -> Option<f64> {
         Some(self.other_cpu?.as_secs_f64() / self.elapsed.as_secs_f64().max(1e-9))
     }
 }
@@ -123,7 +123,7 @@ fn delta(a: Option<Duration>, b: Option<Duration>) -> Option<Duration> {
 /// time per call is reported. Every run ends by itself: after
 /// warmup + duration (or `max_duration` in call-count mode) plus at most one
 /// call timeout.
-pub async fn run(
+pub(crate) async fn run(
     target: Arc<Target>,
     spec: &LoadSpec,
     gw: Option<Probe>,
@@ -307,7 +307,7 @@ async fn client_loop(target: Arc<Target>, shared: Arc<Shared>, spec: LoadSpec) -
 
 /// What the idle-session probe measured.
 #[derive(Clone, Debug)]
-pub struct IdleResult {
+pub(crate) struct IdleResult {
     pub sessions: usize,
     pub errors: u64,
     pub rss_before_kib: u64,
@@ -316,7 +316,7 @@ pub struct IdleResult {
 }
 
 impl IdleResult {
-    pub fn bytes_per_session(&self) -> f64 {
+    pub(crate) fn bytes_per_session(&self) -> f64 {
         (self.rss_after_kib as f64 - self.rss_before_kib as f64) * 1024.0
             / self.sessions.max(1) as f64
     }
@@ -324,7 +324,7 @@ impl IdleResult {
 
 /// Opens `sessions` sessions (initialize + initialized, then nothing) over
 /// `parallel` connections and reports the gateway's RSS growth.
-pub async fn idle(
+pub(crate) async fn idle(
     target: Arc<Target>,
     sessions: usize,
     parallel: usize,

@@ -36,7 +36,7 @@ struct Proxy {
 }
 
 /// Serves until the process ends. Prints `listening on http://ADDR/mcp`.
-pub async fn serve(listen: SocketAddr, upstream: &str) -> anyhow::Result<()> {
+pub(crate) async fn serve(listen: SocketAddr, upstream: &str) -> anyhow::Result<()> {
     let uri: Uri = upstream.parse()?;
     let base = format!(
         "{}://{}",

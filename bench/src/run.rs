@@ -25,7 +25,7 @@ use tokio::process::{Child, Command};
 use tokio::sync::oneshot;
 
 #[derive(Args)]
-pub struct AllArgs {
+pub(crate) struct AllArgs {
     /// Concurrency levels (clients, one session and connection each).
     #[arg(long, value_delimiter = ',', default_value = "1,16,64,256")]
     pub concurrency: Vec<usize>,
@@ -406,7 +406,7 @@ fn machine() -> String {
     format!("{cores} cores ({cpu}), Linux {kernel}{git}")
 }
 
-pub async fn all(a: AllArgs) -> anyhow::Result<()> {
+pub(crate) async fn all(a: AllArgs) -> anyhow::Result<()> {
     let t0 = Instant::now();
     let bins = a.bin_dir.clone().unwrap_or_else(exe_dir);
     for b in ["sluice", "sluice-fixture"] {

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 /// Latency summary of one run (nanoseconds).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Latency {
+pub(crate) struct Latency {
     pub p50: u64,
     pub p90: u64,
     pub p99: u64,
@@ -13,7 +13,7 @@ pub struct Latency {
 
 /// The `q`-quantile (0.0..=1.0) of an ascending slice by the nearest-rank
 /// method: the smallest value with at least `q` of the samples at or below it.
-pub fn percentile(sorted: &[u64], q: f64) -> u64 {
+pub(crate) fn percentile(sorted: &[u64], q: f64) -> u64 {
     if sorted.is_empty() {
         return 0;
     }
@@ -22,7 +22,7 @@ pub fn percentile(sorted: &[u64], q: f64) -> u64 {
 }
 
 /// Sorts `samples` in place and summarises them.
-pub fn summarize(samples: &mut [u64]) -> Latency {
+pub(crate) fn summarize(samples: &mut [u64]) -> Latency {
     samples.sort_unstable();
     Latency {
         p50: percentile(samples, 0.50),
@@ -34,7 +34,7 @@ pub fn summarize(samples: &mut [u64]) -> Latency {
 
 /// The fields of `/proc/PID/stat` the harness uses.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Stat {
+pub(crate) struct Stat {
     pub ppid: u32,
     pub pgrp: u32,
     /// `utime + stime`, in clock ticks.
@@ -45,7 +45,7 @@ pub struct Stat {
 ///
 /// The command name (field 2) is parenthesised and may itself contain spaces
 /// and parentheses, so fields are counted from the last `)`.
-pub fn parse_stat(stat: &str) -> Option<Stat> {
+pub(crate) fn parse_stat(stat: &str) -> Option<Stat> {
     let rest = &stat[stat.rfind(')')? + 1..];
     let mut fields = rest.split_ascii_whitespace();
     // After the comm: state is field 3, ppid 4, pgrp 5, utime 14, stime 15.
@@ -69,13 +69,13 @@ fn parse_kib_field(text: &str, key: &str) -> Option<u64> {
 }
 
 /// `VmRSS` in KiB from the text of `/proc/PID/status`.
-pub fn parse_vmrss_kib(status: &str) -> Option<u64> {
+pub(crate) fn parse_vmrss_kib(status: &str) -> Option<u64> {
     parse_kib_field(status, "VmRSS")
 }
 
 /// Proportional set size of a process in KiB (`/proc/PID/smaps_rollup`):
 /// shared pages divided among their sharers, so a group's sum is not inflated.
-pub fn pss_kib(pid: u32) -> Option<u64> {
+pub(crate) fn pss_kib(pid: u32) -> Option<u64> {
     parse_kib_field(
         &std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).ok()?,
         "Pss",
@@ -84,7 +84,7 @@ pub fn pss_kib(pid: u32) -> Option<u64> {
 
 /// Clock ticks per second (`sysconf(_SC_CLK_TCK)`); 100 on every Linux
 /// configuration in practice, asked of `getconf` to be sure.
-pub fn clock_ticks_per_sec() -> u64 {
+pub(crate) fn clock_ticks_per_sec() -> u64 {
     std::process::Command::new("getconf")
         .arg("CLK_TCK")
         .output()
@@ -97,7 +97,7 @@ pub fn clock_ticks_per_sec() -> u64 {
 
 /// Busy clock ticks of the whole machine (all CPUs), from the text of
 /// `/proc/stat`: user + nice + system + irq + softirq + steal.
-pub fn parse_machine_busy(stat: &str) -> Option<u64> {
+pub(crate) fn parse_machine_busy(stat: &str) -> Option<u64> {
     let line = stat.lines().find(|l| l.starts_with("cpu "))?;
     let v: Vec<u64> = line
         .split_ascii_whitespace()
@@ -112,7 +112,7 @@ pub fn parse_machine_busy(stat: &str) -> Option<u64> {
 }
 
 /// CPU time the whole machine has been busy so far (summed over CPUs).
-pub fn machine_busy(ticks_per_sec: u64) -> Option<Duration> {
+pub(crate) fn machine_busy(ticks_per_sec: u64) -> Option<Duration> {
     let ticks = parse_machine_busy(&std::fs::read_to_string("/proc/stat").ok()?)?;
     Some(ticks_to_duration(ticks, ticks_per_sec))
 }
@@ -126,7 +126,7 @@ fn read_stat(pid: u32) -> Option<Stat> {
 }
 
 /// Resident set size of a process, in KiB.
-pub fn rss_kib(pid: u32) -> Option<u64> {
+pub(crate) fn rss_kib(pid: u32) -> Option<u64> {
     parse_vmrss_kib(&std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?)
 }
 
@@ -141,7 +141,7 @@ fn all_processes() -> Vec<(u32, Stat)> {
 }
 
 /// The pids of a process group.
-pub fn group_members(pgrp: u32) -> Vec<u32> {
+pub(crate) fn group_members(pgrp: u32) -> Vec<u32> {
     all_processes()
         .into_iter()
         .filter(|(_, s)| s.pgrp == pgrp)
@@ -150,7 +150,7 @@ pub fn group_members(pgrp: u32) -> Vec<u32> {
 }
 
 /// The direct children of a process.
-pub fn children(ppid: u32) -> Vec<u32> {
+pub(crate) fn children(ppid: u32) -> Vec<u32> {
     all_processes()
         .into_iter()
         .filter(|(_, s)| s.ppid == ppid)
@@ -161,7 +161,7 @@ pub fn children(ppid: u32) -> Vec<u32> {
 /// What a CPU/RSS probe watches: one process, or every process of a group
 /// (a pre-forking server such as gunicorn).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Probe {
+pub(crate) enum Probe {
     Pid(u32),
     Group(u32),
 }
@@ -174,7 +174,7 @@ impl Probe {
         }
     }
     /// CPU time used so far, summed over the watched processes.
-    pub fn cpu(self, ticks_per_sec: u64) -> Option<Duration> {
+    pub(crate) fn cpu(self, ticks_per_sec: u64) -> Option<Duration> {
         let ticks: Vec<u64> = self
             .pids()
             .into_iter()
@@ -185,7 +185,7 @@ impl Probe {
 
     /// Resident set size in KiB: a process's VmRSS; for a group, the sum of
     /// its members' PSS (their RSS would count shared pages once per member).
-    pub fn rss_kib(self) -> Option<u64> {
+    pub(crate) fn rss_kib(self) -> Option<u64> {
         let rss: Vec<u64> = match self {
             Probe::Pid(p) => rss_kib(p).into_iter().collect(),
             Probe::Group(g) => group_members(g)

@@ -6,14 +6,14 @@ use std::fmt::Write;
 
 /// What a row is, for the ratio columns.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Role {
+pub(crate) enum Role {
     Direct,
     Proxy,
     Gateway,
 }
 
 #[derive(Clone, Debug)]
-pub struct Row {
+pub(crate) struct Row {
     pub label: String,
     /// Rows are compared (ratio columns) within a group at equal concurrency.
     pub group: String,
@@ -25,7 +25,7 @@ pub struct Row {
 }
 
 impl Row {
-    pub fn new(label: &str, concurrency: usize, result: LoadResult) -> Row {
+    pub(crate) fn new(label: &str, concurrency: usize, result: LoadResult) -> Row {
         Row {
             label: label.to_string(),
             group: String::new(),
@@ -58,30 +58,30 @@ fn find<'a>(rows: &'a [Row], role: Role, like: &Row) -> Option<&'a LoadResult> {
 }
 
 /// Gateway CPU per call of `r` over the bare proxy's at the same concurrency.
-pub fn cpu_vs_proxy(rows: &[Row], r: &Row) -> Option<f64> {
+pub(crate) fn cpu_vs_proxy(rows: &[Row], r: &Row) -> Option<f64> {
     let p = find(rows, Role::Proxy, r)?.gw_cpu_us()?;
     let g = r.result.as_ref()?.gw_cpu_us()?;
     (p > 0.0).then(|| g / p)
 }
 
 /// p50 of `r` minus direct's p50 at the same concurrency, µs.
-pub fn added_p50_us(rows: &[Row], r: &Row) -> Option<f64> {
+pub(crate) fn added_p50_us(rows: &[Row], r: &Row) -> Option<f64> {
     let d = find(rows, Role::Direct, r)?;
     let g = r.result.as_ref().filter(|g| g.calls > 0)?;
     Some((g.latency.p50 as f64 - d.latency.p50 as f64) / 1000.0)
 }
 
 /// Throughput of `r` over direct's at the same concurrency.
-pub fn tput_vs_direct(rows: &[Row], r: &Row) -> Option<f64> {
+pub(crate) fn tput_vs_direct(rows: &[Row], r: &Row) -> Option<f64> {
     let d = find(rows, Role::Direct, r)?.calls_per_sec();
     let g = r.result.as_ref()?.calls_per_sec();
     (d > 0.0).then(|| g / d)
 }
 
-pub const HEADER: &str = "| scenario | c | calls/s | p50 µs | p90 µs | p99 µs | max µs | errors | gw CPU µs/call | upstream CPU µs/call | client CPU µs/call | other load (cores) | gw RSS MiB | CPU ÷ proxy | +p50 µs vs direct | calls/s ÷ direct |\n|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|\n";
+pub(crate) const HEADER: &str = "| scenario | c | calls/s | p50 µs | p90 µs | p99 µs | max µs | errors | gw CPU µs/call | upstream CPU µs/call | client CPU µs/call | other load (cores) | gw RSS MiB | CPU ÷ proxy | +p50 µs vs direct | calls/s ÷ direct |\n|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|\n";
 
 /// The rows as a Markdown table (the header included).
-pub fn render(rows: &[Row]) -> String {
+pub(crate) fn render(rows: &[Row]) -> String {
     let mut out = String::from(HEADER);
     for row in rows {
         let _ = writeln!(out, "{}", render_row(rows, row));
@@ -90,7 +90,7 @@ pub fn render(rows: &[Row]) -> String {
 }
 
 /// One row; ratio columns use the direct and proxy rows found in `rows`.
-pub fn render_row(rows: &[Row], row: &Row) -> String {
+pub(crate) fn render_row(rows: &[Row], row: &Row) -> String {
     let failure = match &row.result {
         Some(r) if r.calls == 0 => Some(format!(
             "no call completed in {:.0} s ({} errors{})",
@@ -145,7 +145,7 @@ pub fn render_row(rows: &[Row], row: &Row) -> String {
     )
 }
 
-pub fn idle_line(r: &IdleResult) -> String {
+pub(crate) fn idle_line(r: &IdleResult) -> String {
     format!(
         "{} idle sessions: RSS {:.1} → {:.1} MiB, {:.0} bytes per session ({} errors, opened in {:.1} s)",
         r.sessions,

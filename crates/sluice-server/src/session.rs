@@ -40,7 +40,7 @@ pub(crate) trait Outbound: Send + Sync {
 /// One client session, as this replica knows it: the stored record's
 /// fields, plus what lives only here (calls in flight, requests awaiting the
 /// client, streams with a reader attached).
-pub struct Session {
+pub(crate) struct Session {
     pub(crate) id: Arc<str>,
     pub(crate) protocol_version: &'static str,
     pub(crate) client_capabilities: Value,

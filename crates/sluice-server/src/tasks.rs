@@ -20,7 +20,7 @@ use sluice_mcp::jsonrpc::RpcError;
 use std::sync::Arc;
 
 /// The extension's id, in capabilities and errors.
-pub const EXTENSION: &str = "io.modelcontextprotocol/tasks";
+pub(crate) const EXTENSION: &str = "io.modelcontextprotocol/tasks";
 
 /// Whether a client's capabilities declare the tasks extension.
 pub(crate) fn declared(caps: &Value) -> bool {

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 /// What to do with an audit log.
 #[derive(clap::Subcommand)]
-pub enum AuditCommand {
+pub(crate) enum AuditCommand {
     /// Walk the hash chain of an audit log. Exit code: 0 intact, 1 broken
     /// (the first broken line and why), 2 could not verify.
     Verify {
@@ -18,7 +18,7 @@ pub enum AuditCommand {
     },
 }
 
-pub fn run(cmd: &AuditCommand) -> ExitCode {
+pub(crate) fn run(cmd: &AuditCommand) -> ExitCode {
     let AuditCommand::Verify { file, key_env } = cmd;
     let key = match key_env.as_deref().map(std::env::var) {
         None => None,

@@ -11,7 +11,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// What to do with the API keys.
 #[derive(clap::Subcommand)]
-pub enum KeysCommand {
+pub(crate) enum KeysCommand {
     /// Creates a key and prints it once, on the last line.
     Create {
         /// A label for people: who or what uses the key.
@@ -73,7 +73,7 @@ fn fail(msg: impl std::fmt::Display) -> ExitCode {
     ExitCode::from(1)
 }
 
-pub fn run(config: &Config, cmd: KeysCommand) -> ExitCode {
+pub(crate) fn run(config: &Config, cmd: KeysCommand) -> ExitCode {
     if let KeysCommand::Create {
         name,
         tenant,

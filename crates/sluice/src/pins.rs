@@ -7,7 +7,7 @@ use std::process::ExitCode;
 
 /// What to do with the pins.
 #[derive(clap::Subcommand)]
-pub enum PinsCommand {
+pub(crate) enum PinsCommand {
     /// Every pinned definition, and the changes waiting for approval.
     List,
     /// What changed in a held-back definition.
@@ -19,7 +19,7 @@ pub enum PinsCommand {
     },
 }
 
-pub fn run(config: &Config, cmd: PinsCommand) -> ExitCode {
+pub(crate) fn run(config: &Config, cmd: PinsCommand) -> ExitCode {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

@@ -9,12 +9,12 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader, Lines};
 use tokio::net::TcpStream;
 use tokio::process::{Child, ChildStdin, ChildStdout, Command};
 
-pub const BIN: &str = env!("CARGO_BIN_EXE_sluice-fixture");
+pub(crate) const BIN: &str = env!("CARGO_BIN_EXE_sluice-fixture");
 /// How long anything the fixture must do may take: generous for a loaded machine.
-pub const WAIT: Duration = Duration::from_secs(30);
+pub(crate) const WAIT: Duration = Duration::from_secs(30);
 
 /// The fixture over stdio.
-pub struct StdioFixture {
+pub(crate) struct StdioFixture {
     child: Child,
     stdin: Option<ChildStdin>,
     lines: Lines<BufReader<ChildStdout>>,
@@ -23,7 +23,7 @@ pub struct StdioFixture {
 }
 
 impl StdioFixture {
-    pub fn spawn(args: &[&str]) -> Self {
+    pub(crate) fn spawn(args: &[&str]) -> Self {
         let mut child = Command::new(BIN)
             .args(args)
             .stdin(Stdio::piped())
@@ -43,7 +43,7 @@ impl StdioFixture {
     }
 
     /// Spawn and complete the initialize handshake.
-    pub async fn initialized(args: &[&str], capabilities: Value) -> (Self, Value) {
+    pub(crate) async fn initialized(args: &[&str], capabilities: Value) -> (Self, Value) {
         let mut fx = Self::spawn(args);
         let init = fx
             .request(
@@ -61,7 +61,7 @@ impl StdioFixture {
         (fx, init)
     }
 
-    pub async fn send(&mut self, message: &Value) {
+    pub(crate) async fn send(&mut self, message: &Value) {
         let mut line = serde_json::to_vec(message).expect("json");
         line.push(b'\n');
         let stdin = self.stdin.as_mut().expect("stdin open");
@@ -69,7 +69,7 @@ impl StdioFixture {
         stdin.flush().await.expect("flush");
     }
 
-    pub async fn send_raw(&mut self, line: &str) {
+    pub(crate) async fn send_raw(&mut self, line: &str) {
         let stdin = self.stdin.as_mut().expect("stdin open");
         stdin.write_all(line.as_bytes()).await.expect("write");
         stdin.write_all(b"\n").await.expect("write");
@@ -77,7 +77,7 @@ impl StdioFixture {
     }
 
     /// The next message from the fixture.
-    pub async fn recv(&mut self) -> Value {
+    pub(crate) async fn recv(&mut self) -> Value {
         let line = tokio::time::timeout(WAIT, self.lines.next_line())
             .await
             .expect("fixture answered in time")
@@ -87,7 +87,7 @@ impl StdioFixture {
     }
 
     /// Messages until the response with `id`; others go to `seen`.
-    pub async fn response(&mut self, id: i64) -> Value {
+    pub(crate) async fn response(&mut self, id: i64) -> Value {
         loop {
             let msg = self.recv().await;
             if msg.get("method").is_none() && msg["id"] == json!(id) {
@@ -97,13 +97,13 @@ impl StdioFixture {
         }
     }
 
-    pub async fn request(&mut self, id: i64, method: &str, params: Value) -> Value {
+    pub(crate) async fn request(&mut self, id: i64, method: &str, params: Value) -> Value {
         self.send(&json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params}))
             .await;
         self.response(id).await
     }
 
-    pub async fn call(&mut self, id: i64, tool: &str, arguments: Value) -> Value {
+    pub(crate) async fn call(&mut self, id: i64, tool: &str, arguments: Value) -> Value {
         self.request(
             id,
             "tools/call",
@@ -112,12 +112,12 @@ impl StdioFixture {
         .await
     }
 
-    pub fn close_stdin(&mut self) {
+    pub(crate) fn close_stdin(&mut self) {
         drop(self.stdin.take());
     }
 
     /// Wait for the process to exit on its own.
-    pub async fn wait_exit(&mut self) -> std::process::ExitStatus {
+    pub(crate) async fn wait_exit(&mut self) -> std::process::ExitStatus {
         tokio::time::timeout(WAIT, self.child.wait())
             .await
             .expect("fixture exited in time")
@@ -125,7 +125,7 @@ impl StdioFixture {
     }
 
     /// Close stdin and wait for the process to exit.
-    pub async fn shutdown(mut self) -> std::process::ExitStatus {
+    pub(crate) async fn shutdown(mut self) -> std::process::ExitStatus {
         drop(self.stdin.take());
         tokio::time::timeout(WAIT, self.child.wait())
             .await
@@ -135,13 +135,13 @@ impl StdioFixture {
 }
 
 /// The fixture over HTTP.
-pub struct HttpFixture {
+pub(crate) struct HttpFixture {
     _child: Child,
     pub addr: String,
 }
 
 impl HttpFixture {
-    pub async fn spawn(args: &[&str]) -> Self {
+    pub(crate) async fn spawn(args: &[&str]) -> Self {
         let mut child = Command::new(BIN)
             .arg("http")
             .args(["--listen", "127.0.0.1:0"])
@@ -174,7 +174,7 @@ impl HttpFixture {
     }
 
     /// One HTTP/1.1 exchange on a fresh connection (`Connection: close`).
-    pub async fn exchange(
+    pub(crate) async fn exchange(
         &self,
         method: &str,
         headers: &[(&str, &str)],
@@ -205,7 +205,7 @@ impl HttpFixture {
         HttpReply::parse(&raw)
     }
 
-    pub async fn post(&self, session: Option<&str>, body: &Value) -> HttpReply {
+    pub(crate) async fn post(&self, session: Option<&str>, body: &Value) -> HttpReply {
         let mut headers = vec![
             ("Content-Type", "application/json"),
             ("Accept", "application/json, text/event-stream"),
@@ -218,7 +218,7 @@ impl HttpFixture {
 
     /// A stateless (2026-07-28) POST with the routing headers a conforming
     /// client sends, plus `extra` headers.
-    pub async fn modern(
+    pub(crate) async fn modern(
         &self,
         id: Value,
         method: &str,
@@ -235,7 +235,7 @@ impl HttpFixture {
     }
 
     /// Open a POST whose answer is read as it arrives (an SSE stream).
-    pub async fn open(&self, headers: &[(&str, &str)], body: &Value) -> EventStream {
+    pub(crate) async fn open(&self, headers: &[(&str, &str)], body: &Value) -> EventStream {
         let body = serde_json::to_vec(body).expect("json");
         let mut req = format!(
             "POST /mcp HTTP/1.1\r\nHost: {}\r\nContent-Length: {}\r\n",
@@ -256,7 +256,7 @@ impl HttpFixture {
     }
 
     /// initialize + notifications/initialized; the session id.
-    pub async fn initialize(&self, capabilities: Value) -> String {
+    pub(crate) async fn initialize(&self, capabilities: Value) -> String {
         let reply = self
             .post(
                 None,
@@ -284,7 +284,7 @@ impl HttpFixture {
 }
 
 /// The default 2026 request envelope.
-pub fn envelope(capabilities: Value) -> Value {
+pub(crate) fn envelope(capabilities: Value) -> Value {
     json!({
         "io.modelcontextprotocol/protocolVersion": "2026-07-28",
         "io.modelcontextprotocol/clientInfo": {"name": "sluice-testkit-tests", "version": "0"},
@@ -294,7 +294,7 @@ pub fn envelope(capabilities: Value) -> Value {
 
 /// A 2026 request: `params` plus the default envelope (kept if `params`
 /// has its own `_meta`).
-pub fn modern_request(id: Value, method: &str, mut params: Value) -> Value {
+pub(crate) fn modern_request(id: Value, method: &str, mut params: Value) -> Value {
     if params.get("_meta").is_none() {
         params["_meta"] = envelope(json!({"elicitation": {}, "sampling": {}, "roots": {}}));
     }
@@ -303,7 +303,7 @@ pub fn modern_request(id: Value, method: &str, mut params: Value) -> Value {
 
 /// The headers a 2026 client sends for `body`, then `extra` (an extra
 /// header replaces a default one of the same name).
-pub fn modern_headers(body: &Value, extra: &[(&str, &str)]) -> Vec<(String, String)> {
+pub(crate) fn modern_headers(body: &Value, extra: &[(&str, &str)]) -> Vec<(String, String)> {
     let mut headers: Vec<(String, String)> = vec![
         ("Content-Type".into(), "application/json".into()),
         (
@@ -333,7 +333,7 @@ pub fn modern_headers(body: &Value, extra: &[(&str, &str)]) -> Vec<(String, Stri
 }
 
 /// An HTTP answer read as it arrives: the JSON messages of its `data:` lines.
-pub struct EventStream {
+pub(crate) struct EventStream {
     stream: TcpStream,
     buf: String,
 }
@@ -341,7 +341,7 @@ pub struct EventStream {
 impl EventStream {
     /// The next `data:` message, or None if none came within `wait` (or
     /// the connection ended).
-    pub async fn next(&mut self, wait: Duration) -> Option<Value> {
+    pub(crate) async fn next(&mut self, wait: Duration) -> Option<Value> {
         let deadline = tokio::time::Instant::now() + wait;
         loop {
             while let Some(end) = self.buf.find('\n') {
@@ -366,7 +366,7 @@ impl EventStream {
     }
 }
 
-pub struct HttpReply {
+pub(crate) struct HttpReply {
     pub status: u16,
     pub headers: Vec<(String, String)>,
     pub body: String,
@@ -401,19 +401,19 @@ impl HttpReply {
         }
     }
 
-    pub fn header(&self, name: &str) -> Option<&str> {
+    pub(crate) fn header(&self, name: &str) -> Option<&str> {
         self.headers
             .iter()
             .find(|(k, _)| k == name)
             .map(|(_, v)| v.as_str())
     }
 
-    pub fn json(&self) -> Value {
+    pub(crate) fn json(&self) -> Value {
         serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.body))
     }
 
     /// The JSON messages of an SSE body (events with empty data skipped).
-    pub fn sse_messages(&self) -> Vec<Value> {
+    pub(crate) fn sse_messages(&self) -> Vec<Value> {
         self.body
             .split("\n\n")
             .filter_map(|event| {

@@ -13,13 +13,13 @@ use tokio::sync::mpsc;
 const TAG_VAR: &str = "SLUICE_SCAN_TAG";
 
 /// How long a stopping server gets between SIGTERM and SIGKILL.
-pub const STOP_GRACE: Duration = Duration::from_secs(2);
+pub(super) const STOP_GRACE: Duration = Duration::from_secs(2);
 /// A server that keeps paginating past this many pages is cut off.
 const MAX_PAGES: usize = 1000;
 
 /// What one server offered.
 #[derive(Debug, Default)]
-pub struct Offer {
+pub(super) struct Offer {
     pub protocol_version: Option<String>,
     pub server_info: Option<Value>,
     pub instructions: Option<String>,
@@ -31,7 +31,7 @@ pub struct Offer {
 
 /// The outcome of reading one server.
 #[derive(Debug)]
-pub struct Collected {
+pub(super) struct Collected {
     /// `None` when nothing could be read (did not start, no initialize).
     pub offer: Option<Offer>,
     /// Everything that went wrong; non-empty means the scan is incomplete.
@@ -40,10 +40,10 @@ pub struct Collected {
 }
 
 /// Upstreams that are running, so an interrupted scan can stop them.
-pub type Live = Arc<Mutex<Vec<Arc<Upstream>>>>;
+pub(super) type Live = Arc<Mutex<Vec<Arc<Upstream>>>>;
 
 /// The shared pieces every server needs.
-pub struct Env {
+pub(super) struct Env {
     pub client: sluice_upstream::HttpClient,
     pub events: mpsc::UnboundedSender<UpstreamEvent>,
     pub health: sluice_config::Health,
@@ -53,7 +53,12 @@ pub struct Env {
 
 /// Starts `server`, lists its tools, prompts, resources and resource templates
 /// (every page) within `timeout`, and stops it.
-pub async fn collect(index: usize, mut server: Server, timeout: Duration, env: &Env) -> Collected {
+pub(super) async fn collect(
+    index: usize,
+    mut server: Server,
+    timeout: Duration,
+    env: &Env,
+) -> Collected {
     let started = Instant::now();
     let name = server.name.clone();
     let tag = format!("{}.{index}", std::process::id());
@@ -216,7 +221,7 @@ fn error_text(e: &UpstreamError) -> String {
     }
 }
 
-pub fn human(d: Duration) -> String {
+pub(super) fn human(d: Duration) -> String {
     if d.as_millis().is_multiple_of(1000) {
         format!("{} s", d.as_secs())
     } else {
@@ -226,7 +231,7 @@ pub fn human(d: Duration) -> String {
 
 /// Answers what servers ask the client during a scan: roots are empty; sampling
 /// and elicitation are refused.
-pub async fn answer_server_requests(mut events: mpsc::UnboundedReceiver<UpstreamEvent>) {
+pub(super) async fn answer_server_requests(mut events: mpsc::UnboundedReceiver<UpstreamEvent>) {
     while let Some(ev) = events.recv().await {
         if let UpstreamEvent::Request { method, reply, .. } = ev {
             let answer = if method == "roots/list" {
@@ -248,13 +253,13 @@ fn raw(s: &str) -> Box<serde_json::value::RawValue> {
 /// The last lines each stdio server wrote on stderr (logged by sluice-upstream
 /// under the target `sluice::upstream::stderr`).
 #[derive(Clone, Default)]
-pub struct StderrTail(Arc<Mutex<HashMap<String, VecDeque<String>>>>);
+pub(super) struct StderrTail(Arc<Mutex<HashMap<String, VecDeque<String>>>>);
 
 const TAIL_LINES: usize = 20;
 const TAIL_LINE_CHARS: usize = 300;
 
 impl StderrTail {
-    pub fn take(&self, server: &str) -> Vec<String> {
+    pub(super) fn take(&self, server: &str) -> Vec<String> {
         self.0
             .lock()
             .unwrap()
@@ -355,6 +360,6 @@ async fn reap_tagged(needle: &str, grace: Duration) {
 }
 
 /// Stops every process left by any server of this run.
-pub async fn reap_all(grace: Duration) {
+pub(super) async fn reap_all(grace: Duration) {
     reap(&format!("{TAG_VAR}={}.", std::process::id()), true, grace).await;
 }

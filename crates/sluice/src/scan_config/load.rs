@@ -12,7 +12,7 @@ use std::time::Duration;
 
 /// Which kind of file was read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Format {
+pub(super) enum Format {
     Sluice,
     /// `.mcp.json` (project scope) or any other `mcpServers` file.
     ClaudeCode,
@@ -28,7 +28,7 @@ pub enum Format {
 
 impl Format {
     /// Stable identifier (JSON output).
-    pub fn id(self) -> &'static str {
+    pub(super) fn id(self) -> &'static str {
         match self {
             Format::Sluice => "sluice",
             Format::ClaudeCode => "claude-code",
@@ -41,7 +41,7 @@ impl Format {
     }
 
     /// For people.
-    pub fn label(self) -> &'static str {
+    pub(super) fn label(self) -> &'static str {
         match self {
             Format::Sluice => "Sluice config",
             Format::ClaudeCode => "Claude Code MCP config",
@@ -61,7 +61,7 @@ impl Format {
 
 /// One server of the config.
 #[derive(Debug)]
-pub struct Entry {
+pub(super) struct Entry {
     /// Unique display name (the config's key; qualified when a key repeats).
     pub name: String,
     /// Where it is in the file, e.g. `mcpServers.github`.
@@ -75,7 +75,7 @@ pub struct Entry {
 
 /// The servers of one config file.
 #[derive(Debug)]
-pub struct Loaded {
+pub(super) struct Loaded {
     pub format: Format,
     pub entries: Vec<Entry>,
 }
@@ -90,7 +90,7 @@ type Group<'a> = (
 );
 
 /// Reads `path`. An error here means nothing could be scanned.
-pub fn load(path: &Path, timeout: Duration) -> Result<Loaded, Vec<String>> {
+pub(super) fn load(path: &Path, timeout: Duration) -> Result<Loaded, Vec<String>> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| vec![format!("cannot read {}: {e}", path.display())])?;
     let text = text.strip_prefix('\u{feff}').unwrap_or(&text);
@@ -281,7 +281,7 @@ fn template_server() -> Server {
 }
 
 /// The default health settings (the probe is pushed out of the scan's way).
-pub fn quiet_health() -> sluice_config::Health {
+pub(super) fn quiet_health() -> sluice_config::Health {
     let config = Config::parse("", &|_| None).expect("an empty config parses");
     sluice_config::Health {
         interval: Duration::from_secs(3600),
@@ -318,7 +318,7 @@ fn identity(s: &Server) -> String {
 }
 
 /// A short description of how a server is reached (no secrets).
-pub fn describe(s: &Server) -> String {
+pub(super) fn describe(s: &Server) -> String {
     match &s.transport {
         Transport::Stdio { command, args, .. } => {
             let mut d = format!("stdio: {command}");
@@ -624,7 +624,7 @@ fn parse_dotenv(text: &str) -> Vec<(String, Secret)> {
 
 /// JSON with comments (`//`, `/* */`) and trailing commas → JSON. Comments become
 /// spaces (newlines kept), so error positions still match the file.
-pub fn strip_jsonc(text: &str) -> String {
+pub(super) fn strip_jsonc(text: &str) -> String {
     let b: Vec<char> = text.chars().collect();
     let mut out = String::with_capacity(text.len());
     let mut i = 0;
@@ -713,7 +713,7 @@ pub fn strip_jsonc(text: &str) -> String {
 }
 
 /// The 1-based line where a server's key first appears in the file, if found.
-pub fn key_line(text: &str, key: &str, format: Format) -> Option<usize> {
+pub(super) fn key_line(text: &str, key: &str, format: Format) -> Option<usize> {
     let needles: Vec<String> = if format == Format::Sluice {
         vec![format!("\"{key}\""), format!("'{key}'")]
     } else {

@@ -18,14 +18,14 @@ use std::time::Duration;
 
 /// Report formats of `--config`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum OutFormat {
+pub(crate) enum OutFormat {
     Text,
     Json,
     Sarif,
 }
 
 impl OutFormat {
-    pub fn parse(s: &str) -> Option<Self> {
+    pub(crate) fn parse(s: &str) -> Option<Self> {
         Some(match s {
             "text" => OutFormat::Text,
             "json" => OutFormat::Json,
@@ -35,7 +35,7 @@ impl OutFormat {
     }
 }
 
-pub struct Args {
+pub(crate) struct Args {
     pub config: PathBuf,
     pub format: OutFormat,
     /// Per server: start, initialize and every list must fit in this.
@@ -50,7 +50,7 @@ pub struct Args {
 const INTERRUPTED: u8 = 130;
 
 /// `sluice scan --config FILE [--format text|json|sarif] [--timeout D] [--jobs N] [-q]`.
-pub fn main(
+pub(crate) fn main(
     config: &std::path::Path,
     format: Option<&str>,
     timeout: Duration,
@@ -73,7 +73,7 @@ pub fn main(
 }
 
 /// `30s`, `2m`, `500ms`, `1h`, or a number of seconds (for `--timeout`).
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
+pub(crate) fn parse_duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();
     let split = s
         .find(|c: char| !c.is_ascii_digit() && c != '.')
@@ -95,7 +95,7 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     Ok(Duration::from_secs_f64(secs))
 }
 
-pub fn run(args: Args) -> ExitCode {
+pub(crate) fn run(args: Args) -> ExitCode {
     let tail = collect::StderrTail::default();
     init_logging(tail.clone());
     let loaded = load::load(&args.config, args.timeout);

@@ -6,7 +6,7 @@ use std::io::Write;
 use std::sync::Mutex;
 use std::time::Instant;
 
-pub struct Progress {
+pub(super) struct Progress {
     mode: Mode,
     total: usize,
     started: Instant,
@@ -33,7 +33,7 @@ const SPINNER: [char; 10] = ['⠋', '⠙', '⠹', '⠸', '⠼', '⠴', '⠦', '�
 const BAR: usize = 20;
 
 impl Progress {
-    pub fn new(total: usize, quiet: bool) -> Self {
+    pub(super) fn new(total: usize, quiet: bool) -> Self {
         let mode = if quiet || total == 0 {
             Mode::Off
         } else if std::io::IsTerminal::is_terminal(&std::io::stderr())
@@ -51,12 +51,12 @@ impl Progress {
         }
     }
 
-    pub fn is_bar(&self) -> bool {
+    pub(super) fn is_bar(&self) -> bool {
         self.mode == Mode::Bar
     }
 
     /// A server starts; returns its position (1-based) in the run.
-    pub fn begin(&self, name: &str) -> usize {
+    pub(super) fn begin(&self, name: &str) -> usize {
         let mut st = self.state.lock().unwrap();
         st.begun += 1;
         let k = st.begun;
@@ -72,7 +72,7 @@ impl Progress {
     }
 
     /// A server is done.
-    pub fn end(&self, k: usize, name: &str, outcome: &str) {
+    pub(super) fn end(&self, k: usize, name: &str, outcome: &str) {
         let mut st = self.state.lock().unwrap();
         st.done += 1;
         match self.mode {
@@ -88,7 +88,7 @@ impl Progress {
     }
 
     /// Redraws the bar (spinner and elapsed time).
-    pub fn tick(&self) {
+    pub(super) fn tick(&self) {
         if self.mode == Mode::Bar {
             let mut st = self.state.lock().unwrap();
             st.frame += 1;
@@ -97,7 +97,7 @@ impl Progress {
     }
 
     /// Erases the bar.
-    pub fn clear(&self) {
+    pub(super) fn clear(&self) {
         if self.mode == Mode::Bar {
             let mut st = self.state.lock().unwrap();
             if st.drawn {

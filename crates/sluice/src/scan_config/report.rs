@@ -11,7 +11,7 @@ use std::time::Duration;
 
 /// What a finding is about.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ItemKind {
+pub(super) enum ItemKind {
     Instructions,
     Tool,
     Prompt,
@@ -20,7 +20,7 @@ pub enum ItemKind {
 }
 
 impl ItemKind {
-    pub fn as_str(self) -> &'static str {
+    pub(super) fn as_str(self) -> &'static str {
         match self {
             ItemKind::Instructions => "instructions",
             ItemKind::Tool => "tool",
@@ -33,14 +33,14 @@ impl ItemKind {
 
 /// One scanned thing: a tool definition, a prompt, a resource, the instructions.
 #[derive(Debug)]
-pub struct Item {
+pub(super) struct Item {
     pub kind: ItemKind,
     pub name: String,
     pub report: Report,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Status {
+pub(super) enum Status {
     /// Everything was listed and scanned.
     Ok,
     /// Some lists failed; what was listed was scanned.
@@ -52,7 +52,7 @@ pub enum Status {
 }
 
 impl Status {
-    pub fn as_str(self) -> &'static str {
+    pub(super) fn as_str(self) -> &'static str {
         match self {
             Status::Ok => "ok",
             Status::Partial => "partial",
@@ -64,7 +64,7 @@ impl Status {
 
 /// Counts of what a server offered.
 #[derive(Debug, Default, Clone, Copy)]
-pub struct Counts {
+pub(super) struct Counts {
     pub tools: usize,
     pub prompts: usize,
     pub resources: usize,
@@ -73,7 +73,7 @@ pub struct Counts {
 
 /// One server's result.
 #[derive(Debug)]
-pub struct ServerResult {
+pub(super) struct ServerResult {
     pub name: String,
     pub origin: String,
     /// Line of the server's key in the config file (SARIF region).
@@ -90,7 +90,7 @@ pub struct ServerResult {
 }
 
 impl ServerResult {
-    pub fn verdict(&self) -> Verdict {
+    pub(super) fn verdict(&self) -> Verdict {
         self.items
             .iter()
             .map(|i| i.report.verdict)
@@ -101,7 +101,7 @@ impl ServerResult {
 
 /// The whole run.
 #[derive(Debug)]
-pub struct Run {
+pub(super) struct Run {
     pub config: String,
     /// `None` when the file could not be read as any known format.
     pub format: Option<Format>,
@@ -110,7 +110,7 @@ pub struct Run {
 
 impl Run {
     /// 2 malicious > 1 suspicious > 3 could not scan (a server failed, or a list) > 0 clean.
-    pub fn exit_code(&self) -> u8 {
+    pub(super) fn exit_code(&self) -> u8 {
         match self.servers.iter().map(ServerResult::verdict).max() {
             Some(Verdict::Malicious) => 2,
             Some(Verdict::Suspicious) => 1,
@@ -144,7 +144,7 @@ impl Run {
 }
 
 /// The collected offer of one server, before scanning.
-pub struct Pending {
+pub(super) struct Pending {
     pub name: String,
     pub origin: String,
     pub line: Option<usize>,
@@ -164,7 +164,7 @@ fn item_name(v: &Value, field: &str) -> String {
 
 /// Scans everything collected. Shadowing checks see the other servers' tool and
 /// server names.
-pub fn analyze(pending: Vec<Pending>) -> Vec<ServerResult> {
+pub(super) fn analyze(pending: Vec<Pending>) -> Vec<ServerResult> {
     // server display names and serverInfo names, and every server's tool names
     let mut names: Vec<BTreeSet<String>> = Vec::new();
     let mut tools: Vec<Vec<String>> = Vec::new();
@@ -351,7 +351,7 @@ fn scan_texts(texts: &[(String, String)], ctx: &ScanContext) -> Report {
 
 /// Server-controlled text made safe for a terminal: control, bidi and invisible
 /// characters shown as escapes, one line, at most `max` characters.
-pub fn safe(s: &str, max: usize) -> String {
+pub(super) fn safe(s: &str, max: usize) -> String {
     let mut out = String::new();
     for (n, c) in s.chars().enumerate() {
         if n >= max {
@@ -391,7 +391,7 @@ impl Paint {
     }
 }
 
-pub fn text(run: &Run, color: bool) -> String {
+pub(super) fn text(run: &Run, color: bool) -> String {
     let p = Paint(color);
     let mut o = String::new();
     let _ = writeln!(
@@ -497,7 +497,7 @@ pub fn text(run: &Run, color: bool) -> String {
     o
 }
 
-pub fn human_short(d: Duration) -> String {
+pub(super) fn human_short(d: Duration) -> String {
     if d < Duration::from_secs(1) {
         format!("{} ms", d.as_millis())
     } else {
@@ -518,7 +518,7 @@ fn reason_json(r: &Reason) -> Value {
     })
 }
 
-pub fn json(run: &Run) -> Value {
+pub(super) fn json(run: &Run) -> Value {
     let (items, clean, suspicious, malicious) = run.tally();
     let servers: Vec<Value> = run
         .servers
@@ -606,7 +606,7 @@ fn logical_name(server: &str, i: &Item) -> String {
     }
 }
 
-pub fn sarif(run: &Run) -> Value {
+pub(super) fn sarif(run: &Run) -> Value {
     let ruleset = sluice_scan::Scanner::builtin().ruleset();
     let mut rule_ids: BTreeMap<String, usize> = BTreeMap::new();
     let flagged = || {

@@ -10,7 +10,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
-pub struct Gateway {
+pub(crate) struct Gateway {
     child: Child,
     pub url: String,
     pub base: String,
@@ -19,7 +19,7 @@ pub struct Gateway {
 }
 
 /// A unique scratch directory under the system temp dir.
-pub fn scratch(tag: &str) -> PathBuf {
+pub(crate) fn scratch(tag: &str) -> PathBuf {
     let n = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
@@ -30,7 +30,7 @@ pub fn scratch(tag: &str) -> PathBuf {
 }
 
 /// Path of a binary built next to `sluice` (e.g. `sluice-fixture`).
-pub fn sibling_bin(name: &str) -> PathBuf {
+pub(crate) fn sibling_bin(name: &str) -> PathBuf {
     let p = PathBuf::from(env!("CARGO_BIN_EXE_sluice"))
         .parent()
         .unwrap()
@@ -45,7 +45,7 @@ pub fn sibling_bin(name: &str) -> PathBuf {
 
 impl Gateway {
     /// Starts `sluice serve` with `config` (TOML) on 127.0.0.1:0.
-    pub fn start(tag: &str, config: &str) -> Gateway {
+    pub(crate) fn start(tag: &str, config: &str) -> Gateway {
         let dir = scratch(tag);
         let path = dir.join("sluice.toml");
         std::fs::write(&path, config).unwrap();
@@ -91,11 +91,11 @@ impl Gateway {
         }
     }
 
-    pub fn pid(&self) -> u32 {
+    pub(crate) fn pid(&self) -> u32 {
         self.child.id()
     }
 
-    pub fn logs(&self) -> String {
+    pub(crate) fn logs(&self) -> String {
         self.logs.lock().unwrap().join("\n")
     }
 }
@@ -108,18 +108,18 @@ impl Drop for Gateway {
     }
 }
 
-pub struct Reply {
+pub(crate) struct Reply {
     pub status: u16,
     pub headers: reqwest::header::HeaderMap,
     pub body: String,
 }
 
 impl Reply {
-    pub fn json(&self) -> Value {
+    pub(crate) fn json(&self) -> Value {
         serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.body))
     }
     /// JSON-RPC messages in the body, whether JSON or SSE.
-    pub fn messages(&self) -> Vec<Value> {
+    pub(crate) fn messages(&self) -> Vec<Value> {
         if self.body.trim_start().starts_with('{') {
             return vec![self.json()];
         }
@@ -131,13 +131,13 @@ impl Reply {
             .collect()
     }
     /// The message carrying a result or error.
-    pub fn response(&self) -> Value {
+    pub(crate) fn response(&self) -> Value {
         self.messages()
             .into_iter()
             .find(|m| m.get("result").is_some() || m.get("error").is_some())
             .unwrap_or_else(|| panic!("no response in: {}", self.body))
     }
-    pub fn error_code(&self) -> i64 {
+    pub(crate) fn error_code(&self) -> i64 {
         self.response()["error"]["code"]
             .as_i64()
             .unwrap_or_else(|| panic!("no error in: {}", self.body))
@@ -145,19 +145,19 @@ impl Reply {
 }
 
 /// An HTTP client (rustls with the ring provider, as the gateway uses).
-pub fn http() -> reqwest::Client {
+pub(crate) fn http() -> reqwest::Client {
     let _ = rustls::crypto::ring::default_provider().install_default();
     reqwest::Client::new()
 }
 
-pub struct Client {
+pub(crate) struct Client {
     pub http: reqwest::Client,
     pub url: String,
     pub session: Option<String>,
 }
 
 impl Client {
-    pub fn new(url: &str) -> Client {
+    pub(crate) fn new(url: &str) -> Client {
         Client {
             http: http(),
             url: url.to_string(),
@@ -165,7 +165,7 @@ impl Client {
         }
     }
 
-    pub fn post_builder(&self, body: impl Into<reqwest::Body>) -> reqwest::RequestBuilder {
+    pub(crate) fn post_builder(&self, body: impl Into<reqwest::Body>) -> reqwest::RequestBuilder {
         let mut rb = self
             .http
             .post(&self.url)
@@ -178,7 +178,7 @@ impl Client {
         rb
     }
 
-    pub async fn send(rb: reqwest::RequestBuilder) -> Reply {
+    pub(crate) async fn send(rb: reqwest::RequestBuilder) -> Reply {
         let r = rb.send().await.expect("request sent");
         Reply {
             status: r.status().as_u16(),
@@ -187,18 +187,18 @@ impl Client {
         }
     }
 
-    pub async fn post(&self, body: impl Into<reqwest::Body>) -> Reply {
+    pub(crate) async fn post(&self, body: impl Into<reqwest::Body>) -> Reply {
         Self::send(self.post_builder(body)).await
     }
 
-    pub async fn initialize(&mut self) -> Value {
+    pub(crate) async fn initialize(&mut self) -> Value {
         self.initialize_with(
             json!({"sampling": {}, "elicitation": {}, "roots": {"listChanged": true}}),
         )
         .await
     }
 
-    pub async fn initialize_with(&mut self, caps: Value) -> Value {
+    pub(crate) async fn initialize_with(&mut self, caps: Value) -> Value {
         let r = self
             .post(
                 json!({"jsonrpc":"2.0","id":0,"method":"initialize","params":{
@@ -216,13 +216,13 @@ impl Client {
         r.json()["result"].clone()
     }
 
-    pub async fn request(&self, id: i64, method: &str, params: Value) -> Reply {
+    pub(crate) async fn request(&self, id: i64, method: &str, params: Value) -> Reply {
         self.post(json!({"jsonrpc":"2.0","id":id,"method":method,"params":params}).to_string())
             .await
     }
 
     /// A request's result; panics on an error.
-    pub async fn call(&self, method: &str, params: Value) -> Value {
+    pub(crate) async fn call(&self, method: &str, params: Value) -> Value {
         let r = self.request(7, method, params).await;
         let resp = r.response();
         assert!(resp.get("error").is_none(), "{method} failed: {}", r.body);
@@ -232,7 +232,10 @@ impl Client {
 
 /// The records of an audit log once `ready` holds for them (the writer
 /// writes in batches: this waits up to 10 s). Panics with the log otherwise.
-pub async fn audit_records(path: &std::path::Path, ready: impl Fn(&[Value]) -> bool) -> Vec<Value> {
+pub(crate) async fn audit_records(
+    path: &std::path::Path,
+    ready: impl Fn(&[Value]) -> bool,
+) -> Vec<Value> {
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     loop {
         let text = std::fs::read_to_string(path).unwrap_or_default();
@@ -252,12 +255,12 @@ pub async fn audit_records(path: &std::path::Path, ready: impl Fn(&[Value]) -> b
 }
 
 /// Records of one `event` kind.
-pub fn of_kind<'a>(records: &'a [Value], event: &str) -> Vec<&'a Value> {
+pub(crate) fn of_kind<'a>(records: &'a [Value], event: &str) -> Vec<&'a Value> {
     records.iter().filter(|r| r["event"] == event).collect()
 }
 
 /// Runs `sluice audit verify` on a log: (exit code, stdout + stderr).
-pub fn audit_verify(path: &std::path::Path, key_env: Option<(&str, &str)>) -> (i32, String) {
+pub(crate) fn audit_verify(path: &std::path::Path, key_env: Option<(&str, &str)>) -> (i32, String) {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_sluice"));
     cmd.args(["audit", "verify"]).arg(path);
     if let Some((var, key)) = key_env {
