@@ -1,8 +1,9 @@
 //! The load generator: N concurrent MCP clients, one legacy (2025-11-25)
-//! session each, calling one tool back to back for a fixed time or a fixed
-//! number of calls; and the idle-session memory probe.
+//! session each (or stateless 2026-07-28 requests), calling one tool back to
+//! back for a fixed time or a fixed number of calls; and the idle-session
+//! memory probe.
 
-use crate::client::{Client, Target};
+use crate::client::{Client, Era, Target};
 use crate::stats::{self, Latency, Probe};
 use anyhow::{Context, bail};
 use std::sync::Arc;
@@ -26,6 +27,8 @@ pub struct LoadSpec {
     pub tool: String,
     /// The `arguments` object, as JSON text.
     pub args: String,
+    /// The protocol era the clients speak.
+    pub era: Era,
 }
 
 /// What a run measured.
@@ -226,7 +229,7 @@ pub async fn run(
 /// One client: a session, then calls back to back. Returns the latencies
 /// (ns) of the successful calls that ended inside the measured phase.
 async fn client_loop(target: Arc<Target>, shared: Arc<Shared>, spec: LoadSpec) -> Vec<u64> {
-    let mut client = Client::new(target);
+    let mut client = Client::with_era(target, spec.era);
     let mut samples = Vec::new();
     let mut counted_ready = false;
     while !shared.stop.load(Ordering::Relaxed) {
