@@ -18,7 +18,7 @@
 # binary is kept there per commit, so a second run does not rebuild it), and
 # measures it against this checkout's `sluice`, both in front of this
 # checkout's `sluice-fixture`. Defaults: --duration 2s --warmup 500ms
-# --repeat 5; any `sluice-bench compare` option after REV overrides them
+# --repeat 6; any `sluice-bench compare` option after REV overrides them
 # (e.g. --concurrency 1,16,64, --upstreams http, --eras session).
 # (`--compare NAME=PATH` is still passed to `sluice-bench all` as before.)
 set -euo pipefail
@@ -112,5 +112,5 @@ exec "$R/sluice-bench" compare \
     --old "$old_name=$old_bin" \
     --new "$new_name=$R/sluice" \
     --fixture "$R/sluice-fixture" \
-    --duration 2s --warmup 500ms --repeat 5 \
+    --duration 2s --warmup 500ms --repeat 6 \
     "${args[@]}"

@@ -46,8 +46,9 @@ pub struct CompareArgs {
     pub upstreams: Vec<String>,
     #[command(flatten)]
     pub spec: SpecArgs,
-    /// Rounds per row; each round runs both gateways once.
-    #[arg(long, default_value_t = 5)]
+    /// Rounds per row; each round runs both gateways once. Even, so each
+    /// side goes first equally often.
+    #[arg(long, default_value_t = 6)]
     pub repeat: usize,
     /// A row whose new/old CPU per call exceeds 1 + this, and whose per-round
     /// ratios all exceed 1, is reported as costing more.
@@ -316,27 +317,15 @@ pub async fn compare(a: CompareArgs) -> anyhow::Result<()> {
             } else {
                 &http_upstream
             };
-            let (so, go) = start_gateway(
-                &format!("old-{u}"),
-                &old,
-                upstream,
-                &logs,
-                fx_probe,
-                stdio,
-            )
-            .await
-            .with_context(|| format!("starting {} ({u} upstream)", old.name))?;
+            let (so, go) =
+                start_gateway(&format!("old-{u}"), &old, upstream, &logs, fx_probe, stdio)
+                    .await
+                    .with_context(|| format!("starting {} ({u} upstream)", old.name))?;
             services.push(so);
-            let (sn, gn) = start_gateway(
-                &format!("new-{u}"),
-                &new,
-                upstream,
-                &logs,
-                fx_probe,
-                stdio,
-            )
-            .await
-            .with_context(|| format!("starting {} ({u} upstream)", new.name))?;
+            let (sn, gn) =
+                start_gateway(&format!("new-{u}"), &new, upstream, &logs, fx_probe, stdio)
+                    .await
+                    .with_context(|| format!("starting {} ({u} upstream)", new.name))?;
             services.push(sn);
             let gi = gateways.len();
             gateways.push((go, gn));
@@ -437,7 +426,7 @@ pub async fn compare(a: CompareArgs) -> anyhow::Result<()> {
     let _ = writeln!(
         out,
         "\nsluice-bench compare: {}; old {} ({}), new {} ({}); upstream {} (the same binary for both); \
-         {mode} after {:?} warm-up, {} rounds per row, old and new back to back in each round \
+         {mode} after {:?} warm-up, {} round(s) per row, old and new back to back in each round \
          (alternating which goes first); medians of the rounds; tool `noop`; whole run {:.0} s\n",
         machine(),
         old.name,
@@ -498,7 +487,10 @@ mod tests {
         };
         assert!(!q.costs_more(0.05));
         let text = render("a", "b", std::slice::from_ref(&q));
-        assert!(text.contains("| x | 1 | 100.0 | 110.0 | 1.100 | 0.94–1.10 |"), "{text}");
+        assert!(
+            text.contains("| x | 1 | 100.0 | 110.0 | 1.100 | 0.94–1.10 |"),
+            "{text}"
+        );
         assert!(verdict(&[q], 0.05).starts_with("No row"));
     }
 }
