@@ -54,7 +54,8 @@ pub struct CompareArgs {
     /// ratios all exceed 1, is reported as costing more.
     #[arg(long, default_value_t = 0.05)]
     pub threshold: f64,
-    /// Where logs and generated configs go (default: a fresh temp directory).
+    /// Where logs and generated configs go (default: a fresh temp directory;
+    /// the gateways' audit logs are deleted at the end).
     #[arg(long)]
     pub work_dir: Option<PathBuf>,
 }
@@ -155,14 +156,14 @@ fn f0(v: Option<f64>) -> String {
 /// The comparison as a Markdown table.
 pub fn render(old: &str, new: &str, pairs: &[Pair]) -> String {
     let mut out = format!(
-        "| row | c | CPU µs/call {old} | CPU µs/call {new} | new/old | per-round new/old (min–max) | calls/s {old} | calls/s {new} | p50 µs {old} | p50 µs {new} | upstream CPU µs/call {old} / {new} | other load (cores) | errors |\n\
-         |---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|\n"
+        "| row | c | CPU µs/call {old} | CPU µs/call {new} | new/old | per-round new/old (min–max) | calls/s {old} | calls/s {new} | p50 µs {old} | p50 µs {new} | of which system µs/call {old} / {new} | upstream CPU µs/call {old} / {new} | other load (cores) | errors |\n\
+         |---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|\n"
     );
     for p in pairs {
         if let Some(f) = &p.failure {
             let _ = writeln!(
                 out,
-                "| {} | {} | failed: {} | | | | | | | | | | |",
+                "| {} | {} | failed: {} | | | | | | | | | | | |",
                 p.label,
                 p.concurrency,
                 f.replace('|', "/")
@@ -181,7 +182,7 @@ pub fn render(old: &str, new: &str, pairs: &[Pair]) -> String {
         let errors: u64 = all.iter().map(|r| r.errors).sum();
         let _ = writeln!(
             out,
-            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} / {} | {} | {} |",
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} / {} | {} / {} | {} | {} |",
             p.label,
             p.concurrency,
             f1(Pair::cpu(&p.old)),
@@ -192,6 +193,8 @@ pub fn render(old: &str, new: &str, pairs: &[Pair]) -> String {
             f0(median_of(&p.new, |r| Some(r.calls_per_sec()))),
             f0(median_of(&p.old, |r| Some(r.latency.p50 as f64 / 1000.0))),
             f0(median_of(&p.new, |r| Some(r.latency.p50 as f64 / 1000.0))),
+            f1(median_of(&p.old, |r| r.gw_sys_cpu_us())),
+            f1(median_of(&p.new, |r| r.gw_sys_cpu_us())),
             f1(median_of(&p.old, |r| r.up_cpu_us())),
             f1(median_of(&p.new, |r| r.up_cpu_us())),
             median_of(&all, |r| r.other_cores()).map_or_else(|| "–".into(), |v| format!("{v:.2}")),
@@ -415,6 +418,14 @@ pub async fn compare(a: CompareArgs) -> anyhow::Result<()> {
     .await;
     for s in services.into_iter().rev() {
         s.stop().await;
+    }
+    // The audit logs grow by hundreds of MB per run and nothing reads them.
+    if let Ok(dir) = std::fs::read_dir(&logs) {
+        for e in dir.flatten() {
+            if e.file_name().to_string_lossy().ends_with(".audit.jsonl") {
+                let _ = std::fs::remove_file(e.path());
+            }
+        }
     }
     let pairs = result?;
 

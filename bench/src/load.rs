@@ -41,6 +41,8 @@ pub struct LoadResult {
     pub latency: Latency,
     /// CPU of the probed gateway over the measured phase.
     pub gw_cpu: Option<Duration>,
+    /// The part of `gw_cpu` spent in the kernel (`stime`).
+    pub gw_sys_cpu: Option<Duration>,
     pub gw_rss_kib: Option<u64>,
     /// CPU of the probed upstream over the measured phase.
     pub up_cpu: Option<Duration>,
@@ -64,6 +66,11 @@ impl LoadResult {
     /// Gateway CPU per successful call, µs.
     pub fn gw_cpu_us(&self) -> Option<f64> {
         self.per_call(self.gw_cpu)
+    }
+
+    /// The kernel's part of [`Self::gw_cpu_us`].
+    pub fn gw_sys_cpu_us(&self) -> Option<f64> {
+        self.per_call(self.gw_sys_cpu)
     }
 
     pub fn up_cpu_us(&self) -> Option<f64> {
@@ -103,15 +110,18 @@ impl Shared {
 struct Snapshot {
     at: Instant,
     gw: Option<Duration>,
+    gw_sys: Option<Duration>,
     up: Option<Duration>,
     me: Option<Duration>,
     machine: Option<Duration>,
 }
 
 fn snapshot(gw: Option<Probe>, up: Option<Probe>, tps: u64) -> Snapshot {
+    let gw = gw.and_then(|p| p.cpu_split(tps));
     Snapshot {
         at: Instant::now(),
-        gw: gw.and_then(|p| p.cpu(tps)),
+        gw: gw.map(|g| g.0),
+        gw_sys: gw.map(|g| g.1),
         up: up.and_then(|p| p.cpu(tps)),
         me: Probe::Pid(std::process::id()).cpu(tps),
         machine: stats::machine_busy(tps),
@@ -210,6 +220,7 @@ pub async fn run(
         elapsed: end.at - start.at,
         latency,
         gw_cpu: delta(start.gw, end.gw),
+        gw_sys_cpu: delta(start.gw_sys, end.gw_sys),
         gw_rss_kib,
         up_cpu: delta(start.up, end.up),
         client_cpu: delta(start.me, end.me),
