@@ -1,6 +1,6 @@
-//! A minimal MCP Streamable HTTP client (2025-11-25 sessions) on one
-//! keep-alive HTTP/1.1 connection, cheap enough that the load generator is
-//! not what gets measured.
+//! A minimal MCP Streamable HTTP client on one keep-alive HTTP/1.1
+//! connection, cheap enough that the load generator is not what gets
+//! measured: a 2025-11-25 session, or stateless 2026-07-28 requests.
 
 use anyhow::{Context, anyhow, bail};
 use bytes::Bytes;
@@ -13,6 +13,47 @@ use std::sync::Arc;
 use tokio::net::TcpStream;
 
 pub(crate) const PROTOCOL_VERSION: &str = "2025-11-25";
+/// The stateless revision: no handshake, every request carries its envelope.
+pub(crate) const STATELESS_VERSION: &str = "2026-07-28";
+
+/// Which protocol era a client speaks.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Era {
+    /// 2025-11-25: `initialize`, `notifications/initialized`, then calls in
+    /// the session (`Mcp-Session-Id`).
+    #[default]
+    Session,
+    /// 2026-07-28: no session; each `tools/call` carries `params._meta` and
+    /// the `MCP-Protocol-Version`, `Mcp-Method` and `Mcp-Name` headers.
+    Stateless,
+}
+
+impl Era {
+    pub fn parse(s: &str) -> anyhow::Result<Era> {
+        match s {
+            "session" | PROTOCOL_VERSION => Ok(Era::Session),
+            "stateless" | STATELESS_VERSION => Ok(Era::Stateless),
+            _ => bail!("unknown era `{s}` (session, stateless)"),
+        }
+    }
+
+    /// How rows name it.
+    pub fn describe(self) -> &'static str {
+        match self {
+            Era::Session => "session era (2025-11-25)",
+            Era::Stateless => "stateless era (2026-07-28)",
+        }
+    }
+}
+
+/// The envelope of a stateless request (`params._meta`), as JSON text.
+const STATELESS_META: &str = concat!(
+    r#"{"io.modelcontextprotocol/protocolVersion":"2026-07-28","#,
+    r#""io.modelcontextprotocol/clientCapabilities":{},"#,
+    r#""io.modelcontextprotocol/clientInfo":{"name":"sluice-bench","version":""#,
+    env!("CARGO_PKG_VERSION"),
+    r#""}}"#
+);
 
 /// Where the clients go: an `http://host:port/path` URL plus extra headers.
 #[derive(Debug)]
@@ -66,15 +107,22 @@ pub(crate) struct Answer {
 /// One MCP client: a connection (re-opened on failure) and a session.
 pub(crate) struct Client {
     target: Arc<Target>,
+    era: Era,
     conn: Option<SendRequest<Full<Bytes>>>,
     session: Option<HeaderValue>,
     next_id: u64,
 }
 
 impl Client {
+    /// A session-era client.
     pub(crate) fn new(target: Arc<Target>) -> Client {
+        Client::with_era(target, Era::Session)
+    }
+
+    pub(crate) fn with_era(target: Arc<Target>, era: Era) -> Client {
         Client {
             target,
+            era,
             conn: None,
             session: None,
             next_id: 1,
@@ -99,7 +147,13 @@ impl Client {
         Ok(self.conn.as_mut().expect("connected"))
     }
 
-    fn request(&self, method: Method, body: Bytes) -> anyhow::Result<Request<Full<Bytes>>> {
+    /// `routing`: the `Mcp-Method` and `Mcp-Name` of a stateless request.
+    fn request(
+        &self,
+        method: Method,
+        body: Bytes,
+        routing: Option<(&str, &str)>,
+    ) -> anyhow::Result<Request<Full<Bytes>>> {
         let mut b = Request::builder()
             .method(method)
             .uri(&self.target.path)
@@ -111,6 +165,12 @@ impl Client {
                 .header("mcp-session-id", s.clone())
                 .header("mcp-protocol-version", PROTOCOL_VERSION);
         }
+        if let Some((m, name)) = routing {
+            b = b
+                .header("mcp-protocol-version", STATELESS_VERSION)
+                .header("mcp-method", m)
+                .header("mcp-name", name);
+        }
         for (k, v) in &self.target.headers {
             b = b.header(k, v);
         }
@@ -119,7 +179,11 @@ impl Client {
 
     /// Sends one request on the connection and reads the whole answer.
     pub(crate) async fn send(&mut self, method: Method, body: Bytes) -> anyhow::Result<Answer> {
-        let req = self.request(method, body)?;
+        let req = self.request(method, body, None)?;
+        self.send_request(req).await
+    }
+
+    async fn send_request(&mut self, req: Request<Full<Bytes>>) -> anyhow::Result<Answer> {
         let conn = self.connect().await?;
         conn.ready().await?;
         let result = async {
@@ -149,9 +213,12 @@ impl Client {
         self.send(Method::POST, body).await
     }
 
-    /// initialize, then notifications/initialized.
+    /// initialize, then notifications/initialized (nothing for a stateless client).
     pub(crate) async fn initialize(&mut self) -> anyhow::Result<()> {
         self.session = None;
+        if self.era == Era::Stateless {
+            return Ok(());
+        }
         let init = serde_json::json!({
             "jsonrpc": "2.0", "id": 0, "method": "initialize",
             "params": {
@@ -188,9 +255,14 @@ impl Client {
     pub(crate) fn call_body(&mut self, tool: &str, args: &str) -> Bytes {
         let id = self.next_id;
         self.next_id += 1;
-        Bytes::from(format!(
-            r#"{{"jsonrpc":"2.0","id":{id},"method":"tools/call","params":{{"name":"{tool}","arguments":{args}}}}}"#
-        ))
+        match self.era {
+            Era::Session => Bytes::from(format!(
+                r#"{{"jsonrpc":"2.0","id":{id},"method":"tools/call","params":{{"name":"{tool}","arguments":{args}}}}}"#
+            )),
+            Era::Stateless => Bytes::from(format!(
+                r#"{{"jsonrpc":"2.0","id":{id},"method":"tools/call","params":{{"name":"{tool}","arguments":{args},"_meta":{STATELESS_META}}}}}"#
+            )),
+        }
     }
 
     /// One `tools/call`; an error unless it returns a result without `isError`.
@@ -203,7 +275,9 @@ impl Client {
         verify: bool,
     ) -> anyhow::Result<()> {
         let body = self.call_body(tool, args);
-        let a = self.post(body).await?;
+        let routing = (self.era == Era::Stateless).then_some(("tools/call", tool));
+        let req = self.request(Method::POST, body, routing)?;
+        let a = self.send_request(req).await?;
         if a.status != StatusCode::OK {
             if a.status == StatusCode::NOT_FOUND {
                 // The session is gone: start a new one before the next call.
@@ -237,8 +311,9 @@ impl Client {
         self.conn = None;
     }
 
+    /// Whether calls can be made (a stateless client needs no session).
     pub(crate) fn has_session(&self) -> bool {
-        self.session.is_some()
+        self.era == Era::Stateless || self.session.is_some()
     }
 
     /// Ends the session (best effort).
@@ -305,6 +380,31 @@ mod tests {
         assert_eq!(t.headers[0].1, "Bearer x.y");
         assert!(Target::parse("https://x/mcp", &[]).is_err());
         assert_eq!(Target::parse("http://h:1", &[]).unwrap().path, "/");
+    }
+
+    #[test]
+    fn stateless_calls_carry_the_envelope_and_routing_headers() {
+        let t = Arc::new(Target::parse("http://127.0.0.1:9/mcp", &[]).unwrap());
+        let mut c = Client::with_era(t, Era::Stateless);
+        assert!(c.has_session());
+        let body = c.call_body("fx__noop", "{}");
+        let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(v["params"]["name"], "fx__noop");
+        assert_eq!(
+            v["params"]["_meta"]["io.modelcontextprotocol/protocolVersion"],
+            STATELESS_VERSION
+        );
+        let req = c
+            .request(Method::POST, body, Some(("tools/call", "fx__noop")))
+            .unwrap();
+        let h = req.headers();
+        assert_eq!(h["mcp-protocol-version"], STATELESS_VERSION);
+        assert_eq!(h["mcp-method"], "tools/call");
+        assert_eq!(h["mcp-name"], "fx__noop");
+        assert!(h.get("mcp-session-id").is_none());
+        assert_eq!(Era::parse("stateless").unwrap(), Era::Stateless);
+        assert_eq!(Era::parse("2025-11-25").unwrap(), Era::Session);
+        assert!(Era::parse("x").is_err());
     }
 
     #[test]

@@ -1,8 +1,9 @@
 //! The load generator: N concurrent MCP clients, one legacy (2025-11-25)
-//! session each, calling one tool back to back for a fixed time or a fixed
-//! number of calls; and the idle-session memory probe.
+//! session each (or stateless 2026-07-28 requests), calling one tool back to
+//! back for a fixed time or a fixed number of calls; and the idle-session
+//! memory probe.
 
-use crate::client::{Client, Target};
+use crate::client::{Client, Era, Target};
 use crate::stats::{self, Latency, Probe};
 use anyhow::{Context, bail};
 use std::sync::Arc;
@@ -26,6 +27,8 @@ pub struct LoadSpec {
     pub tool: String,
     /// The `arguments` object, as JSON text.
     pub args: String,
+    /// The protocol era the clients speak.
+    pub era: Era,
 }
 
 /// What a run measured.
@@ -38,6 +41,8 @@ pub(crate) struct LoadResult {
     pub latency: Latency,
     /// CPU of the probed gateway over the measured phase.
     pub gw_cpu: Option<Duration>,
+    /// The part of `gw_cpu` spent in the kernel (`stime`).
+    pub gw_sys_cpu: Option<Duration>,
     pub gw_rss_kib: Option<u64>,
     /// CPU of the probed upstream over the measured phase.
     pub up_cpu: Option<Duration>,
@@ -61,6 +66,11 @@ impl LoadResult {
     /// Gateway CPU per successful call, µs.
     pub(crate) fn gw_cpu_us(&self) -> Option<f64> {
         self.per_call(self.gw_cpu)
+    }
+
+    /// The kernel's part of [`Self::gw_cpu_us`].
+    pub(crate) fn gw_sys_cpu_us(&self) -> Option<f64> {
+        self.per_call(self.gw_sys_cpu)
     }
 
     pub(crate) fn up_cpu_us(&self) -> Option<f64> {
@@ -100,15 +110,18 @@ impl Shared {
 struct Snapshot {
     at: Instant,
     gw: Option<Duration>,
+    gw_sys: Option<Duration>,
     up: Option<Duration>,
     me: Option<Duration>,
     machine: Option<Duration>,
 }
 
 fn snapshot(gw: Option<Probe>, up: Option<Probe>, tps: u64) -> Snapshot {
+    let gw = gw.and_then(|p| p.cpu_split(tps));
     Snapshot {
         at: Instant::now(),
-        gw: gw.and_then(|p| p.cpu(tps)),
+        gw: gw.map(|g| g.0),
+        gw_sys: gw.map(|g| g.1),
         up: up.and_then(|p| p.cpu(tps)),
         me: Probe::Pid(std::process::id()).cpu(tps),
         machine: stats::machine_busy(tps),
@@ -207,6 +220,7 @@ pub(crate) async fn run(
         elapsed: end.at - start.at,
         latency,
         gw_cpu: delta(start.gw, end.gw),
+        gw_sys_cpu: delta(start.gw_sys, end.gw_sys),
         gw_rss_kib,
         up_cpu: delta(start.up, end.up),
         client_cpu: delta(start.me, end.me),
@@ -226,7 +240,7 @@ pub(crate) async fn run(
 /// One client: a session, then calls back to back. Returns the latencies
 /// (ns) of the successful calls that ended inside the measured phase.
 async fn client_loop(target: Arc<Target>, shared: Arc<Shared>, spec: LoadSpec) -> Vec<u64> {
-    let mut client = Client::new(target);
+    let mut client = Client::with_era(target, spec.era);
     let mut samples = Vec::new();
     let mut counted_ready = false;
     while !shared.stop.load(Ordering::Relaxed) {

@@ -3,6 +3,8 @@
 //! ```text
 //! sluice-bench all   [--concurrency 1,16,64,256] [--duration 5s] [--warmup 1s] [--sessions 10000]
 //!                    [--external bench/contextforge.sh]      # the whole table, one run
+//! sluice-bench compare --old NAME=PATH --new NAME=PATH [--concurrency 1,16] [--repeat 5]
+//!                    [--eras session,stateless] [--upstreams http,stdio]   # two gateways, A/B
 //! sluice-bench load  --url URL [-c N] [--duration 5s | --calls N] [--tool noop] [--pid P] ...
 //! sluice-bench idle  --url URL --pid P [--sessions 10000]
 //! sluice-bench proxy --upstream URL [--listen 127.0.0.1:0]   # the bare proxy hop
@@ -11,6 +13,7 @@
 //! See docs/performance.md for the method and the latest table.
 
 mod client;
+mod compare;
 mod load;
 mod proxy;
 mod run;
@@ -33,7 +36,13 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Start every scenario on loopback and print the whole table.
+    // A later `--duration 5s` overrides an earlier one (bench/run.sh passes its defaults first).
+    #[command(args_override_self = true)]
     All(run::AllArgs),
+    /// Two `sluice` binaries in front of the same upstream, interleaved: CPU
+    /// per call old against new, per row.
+    #[command(args_override_self = true)]
+    Compare(compare::CompareArgs),
     /// Drive N concurrent MCP clients against one URL and print one row.
     Load(LoadArgs),
     /// Open many idle sessions and report the gateway's RSS per session.
@@ -81,6 +90,7 @@ impl SpecArgs {
             call_timeout: self.call_timeout,
             tool: tool.to_string(),
             args: args.to_string(),
+            era: client::Era::Session,
         }
     }
 }
@@ -101,6 +111,9 @@ struct LoadArgs {
     /// The tool's `arguments`, as JSON.
     #[arg(long, default_value = "{}")]
     args: String,
+    /// Protocol era: `session` (2025-11-25) or `stateless` (2026-07-28).
+    #[arg(long, default_value = "session", value_parser = client::Era::parse)]
+    era: client::Era,
     /// The gateway process whose CPU per call and RSS to report.
     #[arg(long)]
     pid: Option<u32>,
@@ -189,7 +202,8 @@ fn main() -> anyhow::Result<()> {
                 .map(stats::Probe::Pid)
                 .or(a.pgid.map(stats::Probe::Group));
             let up = a.upstream_pid.map(stats::Probe::Pid);
-            let spec = a.spec.spec(a.concurrency, &a.tool, &a.args);
+            let mut spec = a.spec.spec(a.concurrency, &a.tool, &a.args);
+            spec.era = a.era;
             let r = load::run(target, &spec, gw, up).await?;
             let row = table::Row::new(&a.label, a.concurrency, r);
             print!("{}", table::render(&[row]));
@@ -209,6 +223,7 @@ fn main() -> anyhow::Result<()> {
             Ok(())
         }),
         Command::All(a) => runtime(a.client_threads)?.block_on(run::all(a)),
+        Command::Compare(a) => runtime(1)?.block_on(compare::compare(a)),
     }
 }
 

@@ -5,7 +5,7 @@
 //! prints the table and the targets. Every process it starts is stopped by
 //! its own pid (or, for an external gateway, its own process group).
 
-use crate::client::{Client, Target};
+use crate::client::{Client, Era, Target};
 use crate::load::{self, IdleResult};
 use crate::stats::{self, Probe};
 use crate::table::{self, Role, Row};
@@ -84,17 +84,17 @@ pub(crate) struct AllArgs {
 }
 
 /// A process the harness started.
-struct Service {
+pub(crate) struct Service {
     name: String,
     child: Child,
-    pid: u32,
-    url: String,
+    pub(crate) pid: u32,
+    pub(crate) url: String,
 }
 
 impl Service {
     /// Starts `cmd` and waits until it prints `listening on http://…` (the
     /// URL is kept) or, when given, the `ready` marker.
-    async fn start(name: &str, cmd: Command, logs: &Path) -> anyhow::Result<Service> {
+    pub(crate) async fn start(name: &str, cmd: Command, logs: &Path) -> anyhow::Result<Service> {
         Service::start_until(name, cmd, logs, None).await
     }
 
@@ -169,7 +169,7 @@ impl Service {
     }
 
     /// SIGTERM to its pid, then SIGKILL after a grace period.
-    async fn stop(mut self) {
+    pub(crate) async fn stop(mut self) {
         let _ = kill(Pid::from_raw(self.pid as i32), Signal::SIGTERM);
         if tokio::time::timeout(Duration::from_secs(5), self.child.wait())
             .await
@@ -309,13 +309,13 @@ struct Scenario {
 
 /// A gateway config with one server `fx`; `sessions` are the `[sessions]`
 /// lines choosing the store.
-fn sluice_config(upstream: &str, sessions: &str) -> String {
+pub(crate) fn sluice_config(upstream: &str, sessions: &str) -> String {
     format!(
         "[sessions]\nidle_timeout = \"1h\"\n{sessions}\n\n[[servers]]\nname = \"fx\"\n{upstream}\n"
     )
 }
 
-const MEMORY: &str = "store = \"memory\"";
+pub(crate) const MEMORY: &str = "store = \"memory\"";
 
 fn free_port() -> anyhow::Result<u16> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?
@@ -347,7 +347,7 @@ async fn start_sluice(
     start_sluice_bin(name, &bins.join("sluice"), logs, &config).await
 }
 
-async fn start_sluice_bin(
+pub(crate) async fn start_sluice_bin(
     name: &str,
     binary: &Path,
     logs: &Path,
@@ -366,7 +366,12 @@ async fn start_sluice_bin(
 
 /// One verified session and call, so a broken scenario fails fast and clearly.
 async fn smoke(target: &Arc<Target>, tool: &str) -> anyhow::Result<()> {
-    let mut c = Client::new(target.clone());
+    smoke_era(target, tool, Era::Session).await
+}
+
+/// [`smoke`] in the given protocol era.
+pub(crate) async fn smoke_era(target: &Arc<Target>, tool: &str, era: Era) -> anyhow::Result<()> {
+    let mut c = Client::with_era(target.clone(), era);
     tokio::time::timeout(Duration::from_secs(30), async {
         c.initialize().await?;
         c.call(tool, "{}", true).await?;
@@ -384,7 +389,7 @@ fn command_output(cmd: &str, args: &[&str]) -> Option<String> {
         .then(|| String::from_utf8_lossy(&o.stdout).trim().to_string())
 }
 
-fn machine() -> String {
+pub(crate) fn machine() -> String {
     let cpu = std::fs::read_to_string("/proc/cpuinfo")
         .ok()
         .and_then(|s| {

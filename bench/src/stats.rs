@@ -39,6 +39,8 @@ pub(crate) struct Stat {
     pub pgrp: u32,
     /// `utime + stime`, in clock ticks.
     pub ticks: u64,
+    /// `stime` alone: the part spent in the kernel.
+    pub sys_ticks: u64,
 }
 
 /// Parses the text of `/proc/PID/stat`.
@@ -57,6 +59,7 @@ pub(crate) fn parse_stat(stat: &str) -> Option<Stat> {
         ppid,
         pgrp,
         ticks: utime + stime,
+        sys_ticks: stime,
     })
 }
 
@@ -175,12 +178,18 @@ impl Probe {
     }
     /// CPU time used so far, summed over the watched processes.
     pub(crate) fn cpu(self, ticks_per_sec: u64) -> Option<Duration> {
-        let ticks: Vec<u64> = self
-            .pids()
-            .into_iter()
-            .filter_map(|p| read_stat(p).map(|s| s.ticks))
-            .collect();
-        (!ticks.is_empty()).then(|| ticks_to_duration(ticks.iter().sum(), ticks_per_sec))
+        Some(self.cpu_split(ticks_per_sec)?.0)
+    }
+
+    /// (user + system, system) CPU time used so far, summed over the watched processes.
+    pub(crate) fn cpu_split(self, ticks_per_sec: u64) -> Option<(Duration, Duration)> {
+        let stats: Vec<Stat> = self.pids().into_iter().filter_map(read_stat).collect();
+        (!stats.is_empty()).then(|| {
+            (
+                ticks_to_duration(stats.iter().map(|s| s.ticks).sum(), ticks_per_sec),
+                ticks_to_duration(stats.iter().map(|s| s.sys_ticks).sum(), ticks_per_sec),
+            )
+        })
     }
 
     /// Resident set size in KiB: a process's VmRSS; for a group, the sum of
@@ -232,7 +241,8 @@ mod tests {
             Some(Stat {
                 ppid: 1,
                 pgrp: 4242,
-                ticks: 325
+                ticks: 325,
+                sys_ticks: 75
             })
         );
         assert_eq!(parse_stat("1 (x) S 1 2"), None);
@@ -261,6 +271,8 @@ mod tests {
         let pid = std::process::id();
         assert!(rss_kib(pid).unwrap() > 0);
         assert!(Probe::Pid(pid).cpu(clock_ticks_per_sec()).is_some());
+        let (all, sys) = Probe::Pid(pid).cpu_split(clock_ticks_per_sec()).unwrap();
+        assert!(sys <= all);
         assert!(children(std::os::unix::process::parent_id()).contains(&pid));
     }
 }
