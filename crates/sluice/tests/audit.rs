@@ -126,14 +126,7 @@ async fn tool_calls_are_recorded_with_secrets_redacted_and_the_chain_verifies() 
         "no secret reaches the file"
     );
 
-    let metrics = common::http()
-        .get(format!("{}/metrics", gw.base))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = gw.metrics().await;
     assert!(
         metrics.contains("sluice_audit_records_total")
             && metrics.contains("sluice_audit_write_errors_total 0"),

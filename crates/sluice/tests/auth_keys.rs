@@ -397,14 +397,7 @@ async fn api_keys_guard_both_eras_and_every_refusal_says_why() {
     );
 
     // Every refusal is a counted stage decision.
-    let metrics = common::http()
-        .get(format!("{}/metrics", gw.base))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = gw.metrics().await;
     for decision in [
         "missing_token",
         "malformed_token",

@@ -104,14 +104,7 @@ async fn poisoned_tools_are_hidden_and_malicious_outputs_withheld() {
     let r = call(&c, "lenient__add", json!({"a": 1, "b": 2})).await;
     assert_eq!(r["content"][0]["text"], "3");
 
-    let metrics = common::http()
-        .get(format!("{}/metrics", gw.base))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = gw.metrics().await;
     assert!(
         metrics.contains(
             r#"sluice_scan_findings_total{server="bad",kind="definition",verdict="malicious"}"#

@@ -384,14 +384,7 @@ required = false
             .any(|t| t["name"] == "sluice__health")
     );
 
-    let metrics = common::http()
-        .get(format!("{}/metrics", gw.base))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = gw.metrics().await;
     assert!(
         metrics.contains(r#"sluice_upstream_status{server="dead",status="down"} 1"#),
         "{metrics}"

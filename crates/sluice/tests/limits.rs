@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{Client, Gateway, Reply, sibling_bin};
+use common::{Client, Gateway, Redis, Reply, sibling_bin};
 use serde_json::{Value, json};
 
 fn config(extra: &str) -> String {
@@ -87,14 +87,7 @@ async fn a_limit_is_enforced_exactly_and_a_new_session_gets_no_new_budget() {
     assert!((1..=1200).contains(&retry), "{retry}");
     assert_eq!(r.response()["error"]["data"]["limit"], "per-user-tools");
 
-    let metrics = common::http()
-        .get(format!("{}/metrics", gw.base))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = gw.metrics().await;
     assert!(
         metrics.contains(r#"sluice_limit_refusals_total{limit="per-user-tools"} 3"#),
         "{metrics}"
@@ -187,48 +180,6 @@ fn bad_limits_are_reported_with_their_keys() {
         "loop_guard.repeats",
     ] {
         assert!(text.contains(key), "{key} not reported:\n{text}");
-    }
-}
-
-/// A redis-server of the test's own on a free loopback port, stopped by its pid.
-struct Redis {
-    child: std::process::Child,
-    port: u16,
-}
-
-impl Redis {
-    fn start(port: u16) -> Redis {
-        let child = std::process::Command::new("redis-server")
-            .args([
-                "--port",
-                &port.to_string(),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-            ])
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .expect("redis-server is installed (apt-get install redis-server)");
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "redis-server did not start on {port}"
-            );
-            std::thread::sleep(std::time::Duration::from_millis(20));
-        }
-        Redis { child, port }
-    }
-}
-
-impl Drop for Redis {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 

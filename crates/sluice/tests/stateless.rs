@@ -428,14 +428,7 @@ async fn stateless_calls_are_counted_and_their_upstream_failures_logged() {
         failed.body
     );
 
-    let metrics = common::http()
-        .get(format!("{}/metrics", gw.base))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = gw.metrics().await;
     for line in [
         r#"sluice_requests_total{method="tools/call",era="stateless",outcome="ok"} 1"#,
         r#"sluice_requests_total{method="tools/call",era="stateless",outcome="upstream"} 1"#,

@@ -55,7 +55,7 @@ impl Gateway {
             .args(["--listen", "127.0.0.1:0"])
             .env("SLUICE_LOG", "info")
             .stdin(Stdio::null())
-            .stdout(Stdio::null())
+            .stdout(std::process::Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
             .expect("sluice starts");
@@ -97,6 +97,18 @@ impl Gateway {
 
     pub(crate) fn logs(&self) -> String {
         self.logs.lock().unwrap().join("\n")
+    }
+
+    /// The gateway's `/metrics` text.
+    pub(crate) async fn metrics(&self) -> String {
+        http()
+            .get(format!("{}/metrics", self.base))
+            .send()
+            .await
+            .expect("metrics answered")
+            .text()
+            .await
+            .expect("metrics text")
     }
 }
 
@@ -275,4 +287,46 @@ pub(crate) fn audit_verify(path: &std::path::Path, key_env: Option<(&str, &str)>
             String::from_utf8_lossy(&out.stderr)
         ),
     )
+}
+
+/// A redis-server of the test's own on a loopback port, stopped (by its pid) when dropped.
+pub(crate) struct Redis {
+    child: std::process::Child,
+    pub(crate) port: u16,
+}
+
+impl Redis {
+    pub(crate) fn start(port: u16) -> Redis {
+        let child = std::process::Command::new("redis-server")
+            .args([
+                "--port",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("redis-server is installed");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "redis-server did not start on {port}"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        Redis { child, port }
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
