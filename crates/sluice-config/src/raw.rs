@@ -5,6 +5,9 @@ mod limits;
 use crate::*;
 use serde::Deserialize;
 
+/// The longest duration any key accepts (about 10 years).
+const MAX_DURATION: Duration = Duration::from_secs(10 * 365 * 86_400);
+
 /// The shortest `sessions.sse_keepalive` accepted.
 const MIN_KEEPALIVE: Duration = Duration::from_millis(100);
 
@@ -184,6 +187,11 @@ impl Check<'_> {
         match v {
             None => default,
             Some(s) => match humantime::parse_duration(s) {
+                // Added to the clock, a longer one would overflow it.
+                Ok(d) if d > MAX_DURATION => {
+                    self.fail(key, format!("`{s}` is too long: at most 10 years"));
+                    default
+                }
                 Ok(d) if !d.is_zero() => d,
                 Ok(_) => {
                     self.fail(key, "must be greater than zero");
@@ -960,6 +968,18 @@ mod tests {
             !format!("{c:?}").contains("s3cret"),
             "secrets leak into Debug"
         );
+    }
+
+    #[test]
+    fn durations_too_long_for_the_clock_are_refused() {
+        let err = Config::parse(
+            "[gateway]\nrequest_timeout = \"500000000y\"\n[sessions]\nidle_timeout = \"9y\"\n",
+            &env,
+        )
+        .unwrap_err();
+        assert_eq!(err.problems.len(), 1, "{err}");
+        assert_eq!(err.problems[0].key, "gateway.request_timeout");
+        assert!(err.problems[0].message.contains("too long"), "{err}");
     }
 
     #[test]
