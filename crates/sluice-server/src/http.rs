@@ -10,7 +10,7 @@
 use crate::gateway::Gateway;
 use crate::modern;
 use crate::respond::{self, First};
-use crate::session::{Outbound, Persist, Session, StreamItem};
+use crate::session::{Caller, Outbound, Persist, Session, StreamItem};
 use crate::sessions::CreateError;
 use axum::Router;
 use axum::body::Bytes;
@@ -408,9 +408,8 @@ async fn post_mcp(State(st): State<AppState>, req: Request) -> Response {
         }
     };
     if modern::selects_modern(&headers) {
-        let call =
-            crate::session::PRINCIPAL.scope(principal, modern::post(&st.gw, &headers, bytes));
-        return crate::session::REMOTE_ADDR.scope(remote, call).await;
+        let caller = Caller { remote, principal };
+        return modern::post(&st.gw, &headers, bytes, caller).await;
     }
     let msg = match Message::parse(&bytes) {
         Ok(m) => m,
@@ -427,9 +426,8 @@ async fn post_mcp(State(st): State<AppState>, req: Request) -> Response {
     if let Message::Request(r) = &msg
         && r.method == "initialize"
     {
-        return crate::session::PRINCIPAL
-            .scope(principal, initialize(&st.gw, r))
-            .await;
+        let caller = Caller { remote, principal };
+        return initialize(&st.gw, r, &caller).await;
     }
     let sess = match session(&st.gw, &headers).await {
         Ok(s) => s,
@@ -458,7 +456,7 @@ async fn post_mcp(State(st): State<AppState>, req: Request) -> Response {
     }
 }
 
-async fn initialize(gw: &Arc<Gateway>, req: &jsonrpc::Request) -> Response {
+async fn initialize(gw: &Arc<Gateway>, req: &jsonrpc::Request, caller: &Caller) -> Response {
     // Instructions held back may have been approved meanwhile.
     if gw.config.servers.iter().any(|s| s.pinning) {
         gw.refresh_instructions(true).await;
@@ -469,7 +467,7 @@ async fn initialize(gw: &Arc<Gateway>, req: &jsonrpc::Request) -> Response {
     };
     let version = init.protocol_version;
     let result = init.result.clone();
-    let sess = match gw.create_session(init).await {
+    let sess = match gw.create_session(init, caller).await {
         Ok(s) => s,
         Err(CreateError::Full(max)) => {
             return rpc_error(

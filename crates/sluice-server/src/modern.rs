@@ -11,7 +11,7 @@
 
 use crate::error::raw;
 use crate::gateway::Gateway;
-use crate::session::{Outbound, Session};
+use crate::session::{Caller, Outbound, Session};
 use axum::body::Bytes;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -165,7 +165,12 @@ fn decode_header_value(v: &str) -> Option<String> {
 }
 
 /// Serves a POST of the stateless revision.
-pub(crate) async fn post(gw: &Arc<Gateway>, headers: &HeaderMap, bytes: Bytes) -> Response {
+pub(crate) async fn post(
+    gw: &Arc<Gateway>,
+    headers: &HeaderMap,
+    bytes: Bytes,
+    caller: Caller,
+) -> Response {
     let req = match Message::parse(&bytes) {
         Ok(Message::Request(r)) => r,
         // No client-to-server notification is defined over HTTP in 2026.
@@ -186,7 +191,7 @@ pub(crate) async fn post(gw: &Arc<Gateway>, headers: &HeaderMap, bytes: Bytes) -
     };
     match req.method.as_str() {
         "server/discover" => respond_json(&req.id, discover(gw)),
-        "subscriptions/listen" => listen(gw, headers, req, envelope).await,
+        "subscriptions/listen" => listen(gw, headers, req, envelope, &caller).await,
         "tools/list"
         | "prompts/list"
         | "resources/list"
@@ -197,7 +202,7 @@ pub(crate) async fn post(gw: &Arc<Gateway>, headers: &HeaderMap, bytes: Bytes) -
         | "completion/complete"
         | "tasks/get"
         | "tasks/update"
-        | "tasks/cancel" => call(gw, req, envelope, headers).await,
+        | "tasks/cancel" => call(gw, req, envelope, headers, &caller).await,
         m => error(
             Some(&req.id),
             RpcError::new(-32601, "Method not found").with_data(json!(m)),
@@ -563,7 +568,13 @@ pub(crate) fn invalid_state(reason: &str) -> RpcError {
 
 /// A stateless call: answered by the gateway core with a session made for
 /// this one request (or resumed, for a retry carrying `requestState`).
-async fn call(gw: &Arc<Gateway>, req: Request, mut env: Envelope, headers: &HeaderMap) -> Response {
+async fn call(
+    gw: &Arc<Gateway>,
+    req: Request,
+    mut env: Envelope,
+    headers: &HeaderMap,
+    caller: &Caller,
+) -> Response {
     let method = req.method.clone();
     if method == "tools/call"
         && let Err(e) = check_param_headers(gw, headers, &env.params)
@@ -632,18 +643,25 @@ async fn call(gw: &Arc<Gateway>, req: Request, mut env: Envelope, headers: &Head
             f
         }
         Some(_) => return error(Some(&req.id), invalid_state("it must be a string")),
-        None => start(gw, &method, target, env),
+        None => start(gw, &method, target, env, caller),
     };
     drive(gw, req.id, flight, accepts_sse).await
 }
 
 /// Starts a call on its own task.
-fn start(gw: &Arc<Gateway>, method: &str, target: String, env: Envelope) -> Flight {
+fn start(
+    gw: &Arc<Gateway>,
+    method: &str,
+    target: String,
+    env: Envelope,
+    caller: &Caller,
+) -> Flight {
     let sess = Arc::new(Session::new(
         format!("stateless-{}", uuid::Uuid::new_v4().simple()).into(),
         MODERN,
         env.capabilities,
         env.client_info,
+        caller,
     ));
     *sess.log_level.lock().unwrap() = env.log_level.clone();
     let (tx, notes) = mpsc::unbounded_channel::<String>();
@@ -929,7 +947,13 @@ impl Drop for ListenGuard {
 }
 
 /// `subscriptions/listen`: acknowledges, then streams the change notifications asked for.
-async fn listen(gw: &Arc<Gateway>, headers: &HeaderMap, req: Request, env: Envelope) -> Response {
+async fn listen(
+    gw: &Arc<Gateway>,
+    headers: &HeaderMap,
+    req: Request,
+    env: Envelope,
+    caller: &Caller,
+) -> Response {
     let accepts_sse = headers
         .get_all(header::ACCEPT)
         .iter()
@@ -986,6 +1010,7 @@ async fn listen(gw: &Arc<Gateway>, headers: &HeaderMap, req: Request, env: Envel
         MODERN,
         env.capabilities,
         env.client_info,
+        caller,
     ));
     // Subscribe upstream to the resources asked for (session-era upstreams need it).
     let mut subscribed = Vec::new();

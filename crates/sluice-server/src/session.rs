@@ -20,15 +20,15 @@ pub(crate) fn now_ms() -> u64 {
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::AbortHandle;
 
-tokio::task_local! {
-    /// The client's address while the HTTP front end serves a request, so a
-    /// session made for that one request (2026-07-28) knows it without every
-    /// function on the way passing it along.
-    pub(crate) static REMOTE_ADDR: Option<std::net::SocketAddr>;
-    /// The principal the HTTP front end authenticated for the request it is
-    /// serving: a session made meanwhile (by `initialize`, or for one 2026
-    /// request) is bound to it.
-    pub(crate) static PRINCIPAL: Option<sluice_pipeline::Principal>;
+/// Who is on the other end of a request, as the front end learned it: a
+/// session made for the request (by `initialize`, or for one 2026 request) is
+/// bound to its principal and knows its address.
+#[derive(Clone, Default)]
+pub(crate) struct Caller {
+    /// The client's address (HTTP front ends).
+    pub(crate) remote: Option<std::net::SocketAddr>,
+    /// The principal authentication found, when it is on.
+    pub(crate) principal: Option<sluice_pipeline::Principal>,
 }
 
 /// Somewhere to send messages to the client: an SSE stream or stdout.
@@ -77,8 +77,9 @@ impl Session {
         protocol_version: &'static str,
         client_capabilities: Value,
         client_info: Value,
+        caller: &Caller,
     ) -> Self {
-        let authenticated = PRINCIPAL.try_with(|p| p.clone()).ok().flatten();
+        let authenticated = caller.principal.clone();
         let s = Session {
             id,
             protocol_version,
@@ -97,7 +98,7 @@ impl Session {
             subscriptions: Mutex::new(HashSet::new()),
             unsolicited: Mutex::new(None),
             streams: Mutex::new(Streams::default()),
-            remote: Mutex::new(REMOTE_ADDR.try_with(|a| *a).ok().flatten()),
+            remote: Mutex::new(caller.remote),
         };
         s.touch();
         s
@@ -112,6 +113,7 @@ impl Session {
             version,
             rec.client_capabilities.clone(),
             rec.client_info.clone(),
+            &Caller::default(),
         );
         // Bound to whoever created it, not to the request that loads it.
         s.principal = rec.principal.clone();

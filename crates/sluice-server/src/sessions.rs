@@ -72,6 +72,7 @@ impl Gateway {
     pub(crate) async fn create_session(
         &self,
         init: Initialized,
+        caller: &crate::session::Caller,
     ) -> Result<Arc<Session>, CreateError> {
         let max = self.config.sessions.max_sessions;
         let count = self.store.count().await.map_err(CreateError::Store)?;
@@ -84,6 +85,7 @@ impl Gateway {
             init.protocol_version,
             init.capabilities,
             init.client_info,
+            caller,
         ));
         self.store
             .create(&sess.to_record())

@@ -79,6 +79,7 @@ pub async fn serve(
                             init.protocol_version,
                             init.capabilities,
                             init.client_info,
+                            &crate::session::Caller::default(),
                         ));
                         s.set_unsolicited(Some(out.clone()));
                         gw.register_local(s.clone());

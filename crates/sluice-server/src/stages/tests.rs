@@ -85,6 +85,7 @@ fn ctx(method: &str, tool: Option<&str>) -> RequestCtx {
         "2025-11-25",
         json!({}),
         json!({"name": "stage-test"}),
+        &crate::session::Caller::default(),
     ));
     let mut ctx = RequestCtx::new(&sess, method, Arc::new(Discard));
     ctx.tool = tool.map(str::to_string);
