@@ -286,15 +286,7 @@ async fn a_quiet_session_call_switches_to_sse_with_a_priming_event_and_is_replay
     );
 
     // The stream's events were kept: resuming from the priming id replays the answer.
-    let r = c
-        .http
-        .get(&gw.url)
-        .header("accept", "text/event-stream")
-        .header("mcp-session-id", c.session.clone().unwrap())
-        .header("last-event-id", &prime_id)
-        .send()
-        .await
-        .unwrap();
+    let r = c.resume(&gw.url, &prime_id).await;
     assert_eq!(r.status(), 200);
     let replay = read_to_end(r, Duration::from_secs(10)).await;
     assert_eq!(
@@ -351,15 +343,7 @@ async fn a_stream_dropped_on_one_replica_resumes_on_another_with_its_result() {
     );
     drop(resp);
 
-    let r = c
-        .http
-        .get(&b.url)
-        .header("accept", "text/event-stream")
-        .header("mcp-session-id", c.session.clone().unwrap())
-        .header("last-event-id", &prime_id)
-        .send()
-        .await
-        .unwrap();
+    let r = c.resume(&b.url, &prime_id).await;
     assert_eq!(r.status(), 200);
     let body = read_to_end(r, Duration::from_secs(20)).await;
     assert_eq!(
@@ -384,15 +368,7 @@ async fn a_stream_dropped_on_one_replica_resumes_on_another_with_its_result() {
     tokio::time::sleep(Duration::from_millis(300)).await;
     drop(resp);
     drop(a);
-    let r = c
-        .http
-        .get(&b.url)
-        .header("accept", "text/event-stream")
-        .header("mcp-session-id", c.session.clone().unwrap())
-        .header("last-event-id", &prime_id)
-        .send()
-        .await
-        .unwrap();
+    let r = c.resume(&b.url, &prime_id).await;
     assert_eq!(r.status(), 200);
     let body = read_to_end(r, Duration::from_secs(30)).await;
     let answer = the_answer(&body);

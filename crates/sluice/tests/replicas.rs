@@ -151,15 +151,7 @@ async fn a_stream_broken_on_one_replica_resumes_on_another_exactly_once() {
     let seen_before = first.matches("notifications/progress").count();
     drop(resp); // the connection to A breaks; A keeps serving the call
 
-    let r = ca
-        .http
-        .get(&b.url)
-        .header("accept", "text/event-stream")
-        .header("mcp-session-id", ca.session.clone().unwrap())
-        .header("last-event-id", &last_id)
-        .send()
-        .await
-        .unwrap();
+    let r = ca.resume(&b.url, &last_id).await;
     assert_eq!(r.status(), 200);
     let body = read_to_end(r).await;
     let msgs: Vec<Value> = body
@@ -424,15 +416,7 @@ async fn a_stream_whose_replica_died_ends_with_an_explicit_error_elsewhere() {
         .unwrap();
 
     let started = Instant::now();
-    let r = ca
-        .http
-        .get(&b.url)
-        .header("accept", "text/event-stream")
-        .header("mcp-session-id", ca.session.clone().unwrap())
-        .header("last-event-id", &last_id)
-        .send()
-        .await
-        .unwrap();
+    let r = ca.resume(&b.url, &last_id).await;
     let mut r = r;
     let mut body = String::new();
     // A's liveness key lives 6 s and B looks every 2 s: the error comes within

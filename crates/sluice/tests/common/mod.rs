@@ -233,6 +233,19 @@ impl Client {
             .await
     }
 
+    /// `GET` of this session's stream at `url` (any replica), resuming after
+    /// `last_event_id`: the raw response, for tests that read it as it comes.
+    pub(crate) async fn resume(&self, url: &str, last_event_id: &str) -> reqwest::Response {
+        self.http
+            .get(url)
+            .header("accept", "text/event-stream")
+            .header("mcp-session-id", self.session.clone().expect("initialized"))
+            .header("last-event-id", last_event_id)
+            .send()
+            .await
+            .expect("resume request sent")
+    }
+
     /// A request's result; panics on an error.
     pub(crate) async fn call(&self, method: &str, params: Value) -> Value {
         let r = self.request(7, method, params).await;
